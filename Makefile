@@ -1,0 +1,40 @@
+# The two commands the README promises: `make lab` and `make test`. Both do all set-up themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ftlib-installed
+NBVAL  := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --sanitize-with notebooks/sanitize.cfg
+PORT   ?= 8888
+
+.PHONY: lab test unit notebooks assets setup bench clean
+
+setup: $(STAMP)
+
+# torch first and pinned: it comes from the local CPU wheel here, and nothing later may pull a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+assets: $(STAMP)
+	$(BIN)/python -m ftlib.assets fetch
+
+lab: assets
+	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(PORT)
+
+unit: assets
+	$(BIN)/python -m pytest -q tests/
+
+notebooks: assets
+	$(BIN)/python -m pytest -q $(NBVAL) notebooks/
+
+test: unit notebooks
+
+bench: assets
+	$(BIN)/python -m benchmarks.generation
+	$(BIN)/python -m benchmarks.data
+
+clean:
+	rm -rf $(VENV) .pytest_cache

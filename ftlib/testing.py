@@ -1,0 +1,32 @@
+"""Tiny random-weight models for tests: same architecture and tokenizer as the course model, built in ms.
+
+Use these where a test needs a model's *mechanics* (shapes, masking, caching, checkpointing) but not its
+knowledge; use the real offline models only where behaviour needs a trained model.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+
+def tiny_llama(vocab_size: int = 49152, seed: int = 0, hidden_size: int = 32, layers: int = 2,
+               max_positions: int = 512, **overrides) -> LlamaForCausalLM:
+    """A 2-layer Llama with random weights (about 1.6M parameters at SmolLM2's vocabulary size)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=max_positions, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2, **overrides,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_llama_for(tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides) -> LlamaForCausalLM:
+    """A tiny Llama whose vocabulary and special ids match ``tokenizer``."""
+    model = tiny_llama(vocab_size=len(tokenizer), seed=seed, **overrides)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(tokenizer, key)
+        setattr(model.config, key, value)
+        setattr(model.generation_config, key, value)
+    return model
