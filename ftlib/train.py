@@ -1,0 +1,268 @@
+"""The supervised fine-tuning loop: plain PyTorch, readable top to bottom, safe to interrupt.
+
+It is the article's loop (AdamW, cosine decay, gradient clipping, cross-entropy, tqdm) plus what an ML engineer
+needs to trust a run: loss normalised by the number of *trained* tokens (so gradient accumulation and several
+processes give the same result as one big batch), warmup, bf16 autocast on CUDA, periodic eval loss,
+metrics in JSONL, atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
+Batches are dicts ready for ``model(**batch)`` with HF-style ``labels`` (-100 = not trained; not shifted).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
+from ftlib.device import pick_device, train_dtype
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "outputs/sft"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.1  # the article's AdamW settings
+    betas: tuple[float, float] = (0.9, 0.99)
+    schedule: str = "cosine"  # "cosine" | "linear" | "constant"
+    warmup_steps: int = 0
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    eval_every: int = 0  # 0 = only at the end (when an eval loader is given)
+    save_every: int = 0  # 0 = only at the end
+    seed: int = 0
+    bf16: bool | None = None  # None: autocast to bf16 on CUDA only
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    progress: bool = True
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    history: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """Multiplier of the peak learning rate at each step: linear warmup, then the chosen decay to 0."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if schedule == "linear":
+            return 1 - progress
+        if schedule == "constant":
+            return 1.0
+        raise ValueError(f"unknown schedule {schedule!r}: use cosine, linear or constant")
+    return f
+
+
+def token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over trained tokens and their count (labels are shifted here, HF-style)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits
+    labels = batch["labels"][:, 1:]
+    logits = logits[:, :-1]
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                           ignore_index=-100, reduction="sum")
+    return loss, int((labels != -100).sum())
+
+
+@torch.no_grad()
+def evaluate_loss(model, loader, device: torch.device | None = None, dtype: torch.dtype | None = None) -> float:
+    """Mean per-token loss over a loader (the quantity to compare across runs)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with _autocast(device, dtype):
+            loss, n = token_loss_sum(model, batch)
+        total += loss.double().cpu()
+        count += n
+    total, count = _all_reduce_sum(total, count)
+    model.train(was_training)
+    return float(total / max(count, 1))
+
+
+def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bool = False,
+          tokenizer=None) -> TrainResult:
+    """Train ``model`` in place. With ``resume=True`` continue from the newest checkpoint in ``output_dir``."""
+    cfg = config
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device
+    dtype = (torch.bfloat16 if cfg.bf16 else None) if cfg.bf16 is not None else (
+        train_dtype(device) if device.type == "cuda" else None)
+    rank, world = _rank_world()
+    torch.manual_seed(cfg.seed)
+
+    if cfg.gradient_checkpointing:
+        unwrap(model).gradient_checkpointing_enable()
+    model.train()
+    steps_per_epoch = len(train_loader) // cfg.grad_accum
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    if total_steps <= 0:
+        raise ValueError(f"nothing to train: {len(train_loader)} batches with grad_accum={cfg.grad_accum}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]  # no weight decay on norms and biases
+    rest = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}],
+                                  lr=cfg.learning_rate, betas=cfg.betas, eps=1e-8)
+    scheduler = LambdaLR(optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total_steps))
+    progress = {"step": 0, "epoch": 0, "batch": 0}
+    if resume and (ckpt := latest_checkpoint(out)):
+        progress = load_checkpoint(ckpt, model, optimizer, scheduler)
+    forward_model = torch.compile(model) if cfg.compile else model
+
+    stop = {"signal": None}
+    handlers = _install_stop_handlers(stop)
+    result = TrainResult(step=progress["step"])
+    bar = tqdm(total=total_steps, initial=progress["step"], desc="train", disable=not cfg.progress or rank != 0)
+    log = open(out / "metrics.jsonl", "a") if rank == 0 else None
+    try:
+        batches = _batches_from(train_loader, progress, cfg.seed)
+        while progress["step"] < total_steps and stop["signal"] is None:
+            t0 = time.perf_counter()
+            micro = list(itertools.islice(batches, cfg.grad_accum))
+            if len(micro) < cfg.grad_accum:  # epoch finished: start the next one
+                progress.update(epoch=progress["epoch"] + 1, batch=0)
+                batches = _batches_from(train_loader, progress, cfg.seed)
+                continue
+            progress["batch"] += len(micro)
+            micro = [{k: v.to(device) for k, v in b.items()} for b in micro]
+            n_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
+            _, n_tokens = _all_reduce_sum(torch.zeros(()), n_tokens)
+            loss_sum = torch.zeros((), device=device)
+            for i, batch in enumerate(micro):
+                sync = i == len(micro) - 1 or world == 1
+                with _no_sync(model, sync), _autocast(device, dtype):
+                    loss, _ = token_loss_sum(forward_model, batch)
+                    # DDP averages gradients over processes; scale so the result is sum / all tokens.
+                    (loss * world / max(n_tokens, 1)).backward()
+                loss_sum += loss.detach()
+            total_loss, _ = _all_reduce_sum(loss_sum.double().cpu(), 0)
+            step_loss = float(total_loss) / max(n_tokens, 1)
+            if not math.isfinite(step_loss):
+                raise TrainingDiverged(
+                    f"loss became {step_loss} at step {progress['step'] + 1}; training stopped and the last "
+                    f"checkpoint in {out} is intact. Lower the learning rate or check the data for empty labels.")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress["step"] += 1
+            dt = time.perf_counter() - t0
+            row = {"step": progress["step"], "epoch": progress["epoch"], "loss": step_loss, "lr": lr,
+                   "grad_norm": grad_norm, "tokens": n_tokens, "tokens_per_s": n_tokens / dt}
+            if eval_loader is not None and (
+                    (cfg.eval_every and progress["step"] % cfg.eval_every == 0) or progress["step"] == total_steps):
+                row["eval_loss"] = evaluate_loss(model, eval_loader, device, dtype)
+                model.train()
+            result.history.append(row)
+            if log:
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{row['tokens_per_s']:.0f}")
+            bar.update(1)
+            if cfg.save_every and progress["step"] % cfg.save_every == 0 and progress["step"] < total_steps:
+                _save(out, model, optimizer, scheduler, progress, rank)
+        if stop["signal"] is not None:
+            result.interrupted = True
+            tqdm.write(f"{stop['signal']} received: saving a checkpoint at step {progress['step']} before stopping")
+        _save(out, model, optimizer, scheduler, progress, rank)
+    finally:
+        bar.close()
+        if log:
+            log.close()
+        _restore_handlers(handlers)
+    result.step = progress["step"]
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1)) if rank == 0 else None
+    return result
+
+
+def _save(out, model, optimizer, scheduler, progress, rank):
+    if rank == 0:
+        save_checkpoint(out, model, optimizer, scheduler, dict(progress))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _batches_from(loader, progress: dict, seed: int):
+    """An iterator over the loader for ``progress['epoch']``, fast-forwarded past batches already trained on.
+
+    The shuffle order depends only on (seed, epoch), so a resumed run sees exactly the batches it would have."""
+    epoch = progress["epoch"]
+    if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if hasattr(loader, "batch_sampler") and hasattr(loader.batch_sampler, "set_epoch"):
+        loader.batch_sampler.set_epoch(epoch)
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(seed + epoch)
+    return itertools.islice(iter(loader), progress["batch"], None)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _no_sync(model, sync: bool):
+    import contextlib
+    if not sync and hasattr(model, "no_sync"):
+        return model.no_sync()  # skip the gradient all-reduce on all but the last micro-batch
+    return contextlib.nullcontext()
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(value: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value, count
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([float(value), float(count)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t = t.cpu()
+    return t[0], int(t[1])
+
+
+def _install_stop_handlers(stop: dict) -> dict:
+    """SIGINT/SIGTERM finish the current step, save a checkpoint and return (only in the main thread)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, lambda s, _f: stop.update(signal=signal.Signals(s).name))
+    return previous
+
+
+def _restore_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
