@@ -22,7 +22,7 @@ assets: $(STAMP)
 	$(BIN)/python -m ftlib.assets fetch
 
 lab: assets
-	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(PORT)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 unit: assets
 	$(BIN)/python -m pytest -q tests/
