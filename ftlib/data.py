@@ -81,3 +81,12 @@ def load_questions(profile: Profile | str | None = None) -> list[dict]:
     """MT-Bench's 80 two-turn questions (held-out chat probes)."""
     path = require(_source("questions", profile))
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def instructions_to_chats(ds: datasets.Dataset) -> datasets.Dataset:
+    """Alpaca rows as one-exchange chats (user: instruction + input, assistant: output), for chat models."""
+    def to_messages(row):
+        user = row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]}
+
+    return ds.map(to_messages, remove_columns=ds.column_names)

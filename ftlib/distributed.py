@@ -53,3 +53,29 @@ def shard_sampler(dataset, shuffle: bool, seed: int) -> DistributedSampler | Non
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class RankSlice:
+    """Each process takes its block of rows from every *global* batch of a loader.
+
+    All processes build the same loader (same seed, global batch = per-process batch x world size), so together
+    they see exactly the batches a single process would: N processes then reproduce a one-process run."""
+
+    def __init__(self, loader, rank: int, world: int):
+        self.loader, self.rank, self.world = loader, rank, world
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name):  # generator, sampler, batch_sampler: the training loop reseeds them per epoch
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        for batch in self.loader:
+            rows = next(v for v in batch.values() if hasattr(v, "shape")).shape[0]
+            if rows % self.world:
+                raise ValueError(f"a batch of {rows} rows cannot be split over {self.world} processes; "
+                                 "use a batch size and dataset size divisible by the number of processes")
+            per = rows // self.world
+            yield {k: v[self.rank * per:(self.rank + 1) * per] if hasattr(v, "shape") else v
+                   for k, v in batch.items()}

@@ -74,6 +74,11 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return f
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move the tensors of a batch; leave flags such as ``use_cache=False`` as they are."""
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 def token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over trained tokens and their count (labels are shifted here, HF-style)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -93,7 +98,7 @@ def evaluate_loss(model, loader, device: torch.device | None = None, dtype: torc
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64), 0
     for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, device)
         with _autocast(device, dtype):
             loss, n = token_loss_sum(model, batch)
         total += loss.double().cpu()
@@ -120,6 +125,10 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     model.train()
     steps_per_epoch = len(train_loader) // cfg.grad_accum
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    if world > 1 and not cfg.max_steps:  # shards may differ by a batch: every process must stop at the same step
+        t = torch.tensor([total_steps], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        total_steps = int(t)
     if total_steps <= 0:
         raise ValueError(f"nothing to train: {len(train_loader)} batches with grad_accum={cfg.grad_accum}")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -149,7 +158,7 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
                 batches = _batches_from(train_loader, progress, cfg.seed)
                 continue
             progress["batch"] += len(micro)
-            micro = [{k: v.to(device) for k, v in b.items()} for b in micro]
+            micro = [to_device(b, device) for b in micro]
             n_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
             _, n_tokens = _all_reduce_sum(torch.zeros(()), n_tokens)
             loss_sum = torch.zeros((), device=device)
