@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # `datasets` is imported where it is used: batching must work without it (GPU box)
+    import datasets
 
 from ftlib.templates import ALPACA_PROMPT_INPUT, format_alpaca
 
@@ -274,6 +276,8 @@ def tokenise_dataset(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *
     """Tokenise a whole dataset with ``datasets.map(batched=True)``: columns ``input_ids, attention_mask, labels,
     length``. A ``messages`` column means chats (``chat_template``/``end_token`` apply), else Alpaca records
     (``style`` applies). With ``on_error="skip"`` bad records are dropped and listed in the report."""
+    import datasets
+
     if on_error not in ("raise", "skip") or overlong not in ("error", "drop", "truncate"):
         raise ValueError("on_error must be 'raise' or 'skip'; overlong must be 'error', 'drop' or 'truncate'")
     is_chat = "messages" in ds.column_names
