@@ -35,6 +35,7 @@ test: unit notebooks
 bench: assets
 	$(BIN)/python -m benchmarks.generation
 	$(BIN)/python -m benchmarks.data
+	$(BIN)/python -m benchmarks.sft
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -124,6 +124,14 @@ class ChatSession:
         return self.last_reply
 
 
+def ask(model, tokenizer, questions: list[str], chat_template: str | None = None, max_new_tokens: int = 40,
+        **sampling) -> dict[str, str]:
+    """One fresh conversation per question; greedy unless ``sampling`` says otherwise. For before/after probes."""
+    sampling = {"do_sample": False, **sampling}
+    return {q: ChatSession(model, tokenizer, chat_template=chat_template, max_new_tokens=max_new_tokens,
+                           **sampling).send(q).text for q in questions}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ftlib.chat", description="Chat with a model in the terminal. "
                                 "Type quit, exit or q (or Ctrl-D) to leave, /reset to clear the history.")
