@@ -29,7 +29,7 @@ PROFILES: dict[str, Profile] = {
         datasets={"alpaca": "alpaca-demo", "chat": "sharegpt-chats", "identity": "identity",
                   "preference": "dpo-demo", "questions": "mt-bench-questions"},
         # 16 English identity records, rows of 256 tokens: about two minutes on 2 CPU cores
-        sft={"max_steps": 30, "batch_size": 2, "max_length": 256, "learning_rate": 1e-4, "limit": 16},
+        sft={"max_steps": 30, "batch_size": 1, "max_length": 256, "learning_rate": 1e-4, "limit": 16},
     ),
     "hub-cpu": Profile(
         name="hub-cpu",
