@@ -1,0 +1,214 @@
+"""Measure what fine-tuning did: held-out response loss and perplexity, stop rate, reply lengths, fixed probes.
+
+* **Response-only loss** on held-out samples: the mean cross-entropy over *trained* (response) tokens, as in
+  training, so train and eval numbers compare. **Perplexity** = exp(loss): the effective number of tokens the
+  model hesitates between at each step of a reply (1 = certain; the vocabulary size = clueless).
+* **Stop rate**: the share of replies that emit the end token before the length limit. A model that never
+  learned its end token (the article's pad = eos masking bug) rambles until ``max_new_tokens``: its loss can look
+  fine while almost none of its replies stop.
+* **Reply lengths**: tokens before the end token (or the limit). A spike at the limit = replies that never stop.
+* **Probes**: a fixed list of prompts answered greedily before and after, so changes are seen, not guessed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Collection, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ftlib.generation import Generation, generate
+from ftlib.samples import IGNORE_INDEX
+from ftlib.train import evaluate_loss
+
+
+# ---------------------------------------------------------------- loss and perplexity
+def perplexity(loss: float) -> float:
+    """exp(mean per-token loss in nats); inf if the loss is too large to exponentiate."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+def response_loss(model, loader, end_token_ids: Collection[int] | None = None) -> dict[str, float]:
+    """Mean loss over the trained (response) tokens of a held-out loader, and its perplexity.
+
+    With ``end_token_ids`` the loss is also split into ``content_loss`` (every trained token but the end token)
+    and ``end_loss`` (the end token alone): a model that never learned to stop has a normal content loss and a
+    huge end loss - the overall mean hides it, because there is one end token per reply.
+    """
+    if end_token_ids is None:
+        loss = evaluate_loss(model, loader)
+        return {"loss": loss, "perplexity": perplexity(loss)}
+    ends = torch.tensor(sorted(set(end_token_ids)))
+    sums = {"all": 0.0, "content": 0.0, "end": 0.0}
+    counts = dict.fromkeys(sums, 0)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+            labels = batch["labels"][:, 1:]
+            losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+            trained = labels != IGNORE_INDEX
+            is_end = torch.isin(labels, ends.to(device)) & trained
+            for key, mask in (("all", trained), ("content", trained & ~is_end), ("end", is_end)):
+                sums[key] += float(losses[mask].double().sum())
+                counts[key] += int(mask.sum())
+    model.train(was_training)
+    mean = {k: sums[k] / counts[k] if counts[k] else math.nan for k in sums}
+    return {"loss": mean["all"], "perplexity": perplexity(mean["all"]), "content_loss": mean["content"],
+            "end_loss": mean["end"], "end_tokens": counts["end"]}
+
+
+# ---------------------------------------------------------------- stop rate and lengths
+def reply_length(token_ids: Sequence[int], stop_ids: Collection[int]) -> tuple[int, bool]:
+    """``(tokens before the first stop token, whether there was one)`` for the *generated* ids of one reply.
+
+    Works on ``Generation.token_ids`` and on rows cut from ``model.generate`` output, where finished rows are
+    padded with the pad id - which is the end token itself for SmolLM2; the first one is the real stop.
+    """
+    for i, token in enumerate(token_ids):
+        if int(token) in stop_ids:
+            return i, True
+    return len(token_ids), False
+
+
+def stop_rate(replies: Sequence[Generation | Sequence[int]], stop_ids: Collection[int] | None = None) -> float:
+    """Share of replies that ended with a stop token (not at the length limit).
+
+    ``replies``: ``Generation`` objects (their ``finish_reason`` decides; a stop string counts as a stop) or lists
+    of generated token ids with ``stop_ids``.
+    """
+    if not replies:
+        raise ValueError("no replies given: stop rate is undefined for an empty list")
+    return float(np.mean([_stopped(r, stop_ids) for r in replies]))
+
+
+def _stopped(reply, stop_ids) -> bool:
+    if isinstance(reply, Generation):
+        return reply.finish_reason != "length"
+    if stop_ids is None:
+        raise ValueError("token-id replies need stop_ids (e.g. {tokenizer.eos_token_id})")
+    return reply_length(reply, set(stop_ids))[1]
+
+
+def reply_lengths(replies: Sequence[Generation | Sequence[int]], stop_ids: Collection[int] | None = None) -> list[int]:
+    """Tokens per reply, the stop token excluded."""
+    lengths = []
+    for r in replies:
+        if isinstance(r, Generation):
+            lengths.append(len(r.token_ids) - (r.finish_reason == "eos"))
+        else:
+            if stop_ids is None:
+                raise ValueError("token-id replies need stop_ids (e.g. {tokenizer.eos_token_id})")
+            lengths.append(reply_length(r, set(stop_ids))[0])
+    return lengths
+
+
+# ---------------------------------------------------------------- generation-based evaluation
+@dataclass
+class GenerationReport:
+    """Replies to a fixed prompt set and their summary."""
+
+    prompts: list[str]
+    replies: list[Generation]
+    max_new_tokens: int
+
+    @property
+    def stop_rate(self) -> float:
+        return stop_rate(self.replies)
+
+    @property
+    def lengths(self) -> list[int]:
+        return reply_lengths(self.replies)
+
+    def summary(self) -> dict[str, float]:
+        lengths = np.asarray(self.lengths)
+        return {"stop_rate": self.stop_rate, "mean_length": float(lengths.mean()),
+                "median_length": float(np.median(lengths)),
+                "at_limit": float(np.mean([r.finish_reason == "length" for r in self.replies]))}
+
+
+def generate_replies(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8,
+                     stop_token_ids: Collection[int] | None = None, add_special_tokens: bool = True,
+                     progress: bool = False) -> GenerationReport:
+    """Greedy replies to ``prompts`` (already formatted with the model's template), batched, with finish reasons.
+
+    Stop tokens default to the model's and tokenizer's end-of-sequence ids (see ``ftlib.generation``). Pass
+    ``add_special_tokens=False`` for prompts rendered by a chat template that already includes BOS.
+    """
+    from tqdm.auto import tqdm
+
+    if not prompts:
+        raise ValueError("no prompts given")
+    replies: list[Generation] = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not progress):
+        chunk = list(prompts[start:start + batch_size])
+        replies += generate(model, tokenizer, chunk, max_new_tokens=max_new_tokens, do_sample=False,
+                            stop_token_ids=stop_token_ids, add_special_tokens=add_special_tokens,
+                            return_details=True)
+    return GenerationReport(list(prompts), replies, max_new_tokens)
+
+
+def probe_table(reports: dict[str, GenerationReport], width: int = 70) -> str:
+    """Side-by-side text of each model's reply to every probe (first ``width`` characters, newlines shown as ⏎),
+    with ``[stop]`` or ``[limit]`` to say how the reply ended."""
+    names = list(reports)
+    first = reports[names[0]]
+    lines = []
+    for i, prompt in enumerate(first.prompts):
+        lines.append(f"### probe {i + 1}")
+        for name in names:
+            reply = reports[name].replies[i]
+            text = reply.text.strip().replace("\n", "⏎")
+            if len(text) > width:
+                text = text[:width - 1] + "…"
+            end = "[limit]" if reply.finish_reason == "length" else "[stop]"
+            lines.append(f"  {name:>8} {end:7} {text}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the article's masking bug
+def drop_pad_labels(labels: Sequence[int], input_ids: Sequence[int], pad_token_id: int) -> list[int]:
+    """Labels as the article's loss sees them: ``CrossEntropyLoss(ignore_index=pad_token_id)`` skips every target
+    equal to the pad id. With ``pad = eos`` that includes the EOS closing each response, so the model is never
+    taught to stop. Use it to reproduce the bug on correctly built samples (only the EOS label changes)."""
+    return [IGNORE_INDEX if token == pad_token_id else label for token, label in zip(input_ids, labels)]
+
+
+# ---------------------------------------------------------------- plots
+def plot_lengths(reports: dict[str, GenerationReport], ax=None, bins: int = 16):
+    """Histogram of reply lengths per model; the dashed line is the length limit (replies there never stopped)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
+    limit = max(r.max_new_tokens for r in reports.values())
+    edges = np.linspace(0, limit + 1, bins + 1)
+    for name, report in reports.items():
+        ax.hist(report.lengths, bins=edges, alpha=0.5, label=f"{name} (stop rate {report.stop_rate:.0%})")
+    ax.axvline(limit, color="k", ls="--", lw=1)
+    ax.set_xlabel("reply length (tokens)")
+    ax.set_ylabel("replies")
+    ax.legend()
+    return ax
+
+
+def plot_stop_rates(rates: dict[str, float], ax=None):
+    """Bar chart of stop rates (0 to 1)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    bars = ax.bar(list(rates), list(rates.values()), color=["#999", "#d62728", "#2ca02c", "#1f77b4"][:len(rates)])
+    for bar, value in zip(bars, rates.values()):
+        ax.text(bar.get_x() + bar.get_width() / 2, value + 0.02, f"{value:.0%}", ha="center")
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("stop rate")
+    return ax

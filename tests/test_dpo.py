@@ -1,0 +1,143 @@
+"""ftlib.dpo: the loss equals TRL's DPOTrainer on the same batch; tokenisation, batching and training behave."""
+import math
+
+import datasets
+import pytest
+import torch
+
+from ftlib import dpo
+from ftlib.lora import add_lora
+from ftlib.samples import SampleError
+from ftlib.testing import tiny_llama_for
+
+
+def _rows(n=8):
+    return [{"messages": [{"role": "user", "content": f"Question {i}: what is {i} plus {i}?"}],
+             "chosen": f"It is {2 * i}.",
+             "rejected": "I do not know, sorry about that. " * (i % 3 + 1)} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def trl_trainer(tokenizer, tmp_path_factory):
+    """A TRL DPOTrainer on a tiny random policy and a *different* tiny random reference (non-zero rewards)."""
+    trl = pytest.importorskip("trl")
+    ds = datasets.Dataset.from_list([{"prompt": r["messages"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                                      "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in _rows()])
+    args = trl.DPOConfig(output_dir=str(tmp_path_factory.mktemp("trl")), per_device_train_batch_size=4, beta=0.3,
+                         report_to=[], use_cpu=True, max_length=None, seed=0)
+    return trl.DPOTrainer(model=tiny_llama_for(tokenizer, seed=0), ref_model=tiny_llama_for(tokenizer, seed=1),
+                          args=args, train_dataset=ds, processing_class=tokenizer)
+
+
+def test_loss_and_gradients_equal_trl(trl_trainer):
+    batch = next(iter(trl_trainer.get_train_dataloader()))
+    model = trl_trainer.model
+    model.train()
+    model.zero_grad()
+    trl_loss = trl_trainer.compute_loss(model, batch)
+    trl_loss.backward()
+    trl_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    ours = dpo.compute_dpo_loss(model, batch, reference=trl_trainer.ref_model, beta=0.3)
+    ours.loss.backward()
+    assert ours.loss.item() == pytest.approx(trl_loss.item(), rel=1e-5, abs=1e-6)
+    assert abs(ours.loss.item() - math.log(2)) > 1e-3  # the two random models differ: a non-trivial value
+    for name, grad in trl_grads.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6)
+    # TRL logged its reward metrics for this batch: same margin and accuracy
+    logged = trl_trainer._metrics["train"]
+    assert ours.metrics()["margin"] == pytest.approx(logged["rewards/margins"][-1], rel=1e-4, abs=1e-6)
+    assert ours.metrics()["accuracy"] == pytest.approx(logged["rewards/accuracies"][-1])
+
+
+def test_tokenisation_matches_trl(trl_trainer, tokenizer):
+    """Same prompt and reply tokens as TRL, except that TRL also scores the newline ChatML puts after <|im_end|>."""
+    newline = tokenizer("\n", add_special_tokens=False).input_ids
+    for record, theirs in zip(_rows(), trl_trainer.train_dataset):
+        ours = dpo.tokenise_pair(record, tokenizer)
+        assert ours["prompt_ids"] == theirs["prompt_ids"]
+        for key in ("chosen_ids", "rejected_ids"):
+            assert ours[key] + newline == theirs[key]
+            assert ours[key][-1] == tokenizer.eos_token_id  # the reply ends with the end token, scored
+
+
+def test_collator_layout_matches_trl(tokenizer):
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    pairs = [dpo.tokenise_pair(r, tokenizer) for r in _rows(3)]
+    ours = dpo.PreferenceCollator(tokenizer.pad_token_id)(pairs)
+    theirs = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(pairs)
+    for key in ("input_ids", "attention_mask", "completion_mask"):
+        assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_dpo_loss_by_hand():
+    out = dpo.dpo_loss(torch.tensor([-10.0, -5.0]), torch.tensor([-12.0, -4.0]),
+                       torch.tensor([-11.0, -5.0]), torch.tensor([-11.0, -5.0]), beta=0.5)
+    # pair 1: rewards 0.5 and -0.5 -> margin 1; pair 2: rewards 0 and 0.5 -> margin -0.5
+    assert out.chosen_rewards.tolist() == [0.5, 0.0]
+    assert out.rejected_rewards.tolist() == [-0.5, 0.5]
+    expected = (-math.log(1 / (1 + math.exp(-1.0))) - math.log(1 / (1 + math.exp(0.5)))) / 2
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert out.metrics()["accuracy"] == 0.5 and out.metrics()["margin"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="beta"):
+        dpo.dpo_loss(*[torch.zeros(1)] * 4, beta=0)
+
+
+def test_sequence_logps_scores_only_reply_tokens(tokenizer, tiny_model):
+    pair = dpo.tokenise_pair(_rows(1)[0], tokenizer)
+    batch = dpo.PreferenceCollator(tokenizer.pad_token_id)([pair])
+    with torch.no_grad():
+        logps = dpo.sequence_logps(tiny_model, batch)
+        ids = pair["prompt_ids"] + pair["chosen_ids"]
+        logits = tiny_model(torch.tensor([ids])).logits[0].log_softmax(-1)
+    start = len(pair["prompt_ids"])
+    by_hand = sum(logits[t - 1, ids[t]] for t in range(start, len(ids)))
+    assert logps[0].item() == pytest.approx(by_hand.item(), rel=1e-5)  # padding and prompt not counted
+
+
+def test_fresh_lora_policy_is_its_own_reference(tokenizer):
+    """New adapters start at B = 0: policy == reference, so rewards are 0 and the loss is log 2."""
+    policy = add_lora(tiny_llama_for(tokenizer), r=4, alpha=8)
+    batch = dpo.PreferenceCollator(tokenizer.pad_token_id)([dpo.tokenise_pair(r, tokenizer) for r in _rows(2)])
+    out = dpo.compute_dpo_loss(policy, batch, reference=None, beta=0.1)
+    assert out.loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert out.margins.abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="reference"):
+        dpo.compute_dpo_loss(tiny_llama_for(tokenizer), batch, reference=None)
+
+
+def test_training_raises_margin_and_accuracy(tokenizer):
+    pairs = dpo.tokenise_preferences(datasets.Dataset.from_list(_rows(8)), tokenizer)
+    loader = dpo.make_preference_loader(pairs, tokenizer, batch_size=4, seed=0)
+    eval_loader = dpo.make_preference_loader(pairs, tokenizer, batch_size=8, shuffle=False)
+    policy = tiny_llama_for(tokenizer, seed=0)
+    reference = tiny_llama_for(tokenizer, seed=0)
+    before = dpo.evaluate_dpo(policy, eval_loader, reference, beta=0.1)
+    assert before["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    result = dpo.train_dpo(policy, loader, dpo.DPOConfig(learning_rate=3e-3, max_steps=12, progress=False,
+                                                         eval_every=12), reference=reference)
+    after = dpo.evaluate_dpo(policy, eval_loader, reference, beta=0.1)
+    assert after["loss"] < before["loss"] - 0.1
+    assert after["margin"] > 0.5 and after["accuracy"] == 1.0
+    assert all(p.grad is None for p in reference.parameters())  # the reference stayed frozen
+    assert [r["step"] for r in result.history] == list(range(1, 13))
+
+
+def test_truncate_and_drop(tokenizer):
+    record = {"messages": [{"role": "user", "content": "word " * 80}], "chosen": "yes " * 50, "rejected": "no"}
+    full = dpo.tokenise_pair(record, tokenizer)
+    cut = dpo.tokenise_pair(record, tokenizer, max_length=64, max_prompt_length=24)
+    assert cut["prompt_ids"] == full["prompt_ids"][-24:]  # the end of the prompt (the generation prompt) is kept
+    assert cut["chosen_ids"] == full["chosen_ids"][:40]  # the start of the reply is kept
+    assert cut["rejected_ids"] == full["rejected_ids"]  # short enough already
+    assert dpo.tokenise_pair(record, tokenizer, max_length=64, overlong="drop") is None
+
+
+def test_bad_records_name_the_field(tokenizer):
+    with pytest.raises(SampleError, match="record 3.*'rejected'"):
+        dpo.tokenise_pair({"messages": [{"role": "user", "content": "hi"}], "chosen": "a", "rejected": ""},
+                          tokenizer, index=3)
+    with pytest.raises(SampleError, match="messages"):
+        dpo.tokenise_pair({"messages": [{"role": "assistant", "content": "hi"}], "chosen": "a", "rejected": "b"},
+                          tokenizer)
