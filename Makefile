@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ftlib-installed
-NBVAL  := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --sanitize-with notebooks/sanitize.cfg
+NBVAL  := --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 --sanitize-with notebooks/sanitize.cfg
 PORT   ?= 8888
 
 .PHONY: lab test unit notebooks assets setup bench clean
