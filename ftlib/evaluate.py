@@ -191,8 +191,8 @@ def plot_lengths(reports: dict[str, GenerationReport], ax=None, bins: int = 16):
         _, ax = plt.subplots(figsize=(7, 3.2))
     limit = max(r.max_new_tokens for r in reports.values())
     edges = np.linspace(0, limit + 1, bins + 1)
-    for name, report in reports.items():
-        ax.hist(report.lengths, bins=edges, alpha=0.5, label=f"{name} (stop rate {report.stop_rate:.0%})")
+    ax.hist([r.lengths for r in reports.values()], bins=edges,  # side-by-side bars, one colour per model
+            label=[f"{name} (stop rate {r.stop_rate:.0%})" for name, r in reports.items()])
     ax.axvline(limit, color="k", ls="--", lw=1)
     ax.set_xlabel("reply length (tokens)")
     ax.set_ylabel("replies")
@@ -206,7 +206,7 @@ def plot_stop_rates(rates: dict[str, float], ax=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
-    bars = ax.bar(list(rates), list(rates.values()), color=["#999", "#d62728", "#2ca02c", "#1f77b4"][:len(rates)])
+    bars = ax.bar(list(rates), list(rates.values()), color=[f"C{i}" for i in range(len(rates))])  # as plot_lengths
     for bar, value in zip(bars, rates.values()):
         ax.text(bar.get_x() + bar.get_width() / 2, value + 0.02, f"{value:.0%}", ha="center")
     ax.set_ylim(0, 1.1)

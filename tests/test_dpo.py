@@ -21,7 +21,8 @@ def _rows(n=8):
 def trl_trainer(tokenizer, tmp_path_factory):
     """A TRL DPOTrainer on a tiny random policy and a *different* tiny random reference (non-zero rewards)."""
     trl = pytest.importorskip("trl")
-    ds = datasets.Dataset.from_list([{"prompt": r["messages"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+    ds = datasets.Dataset.from_list([{"prompt": r["messages"],
+                                      "chosen": [{"role": "assistant", "content": r["chosen"]}],
                                       "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in _rows()])
     args = trl.DPOConfig(output_dir=str(tmp_path_factory.mktemp("trl")), per_device_train_batch_size=4, beta=0.3,
                          report_to=[], use_cpu=True, max_length=None, seed=0)
