@@ -100,7 +100,8 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, scheduler and RNG states; returns the saved progress (step, epoch, batch)."""
     load_weights(path, model)
-    state = torch.load(Path(path) / STATE, weights_only=True)
+    state_file = Path(path) / STATE
+    state = torch.load(state_file, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
