@@ -62,7 +62,8 @@ def bench(name: str, rows: int, steps: int, seq: int, compile: bool, device: tor
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(output_dir=out, max_steps=steps, learning_rate=1e-4, compile=compile, progress=False)
+        cfg = TrainConfig(output_dir=out, max_steps=steps, learning_rate=1e-4, compile=compile, progress=False,
+                          save_final=False)
         result = train(model, batches, cfg)
     skip = 3 if steps > 4 else 1  # warm-up (and compilation) steps
     real = [int((b["labels"] != -100).sum()) for b in batches]  # trained tokens, the loop's own count

@@ -40,6 +40,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     eval_every: int = 0  # 0 = only at the end (when an eval loader is given)
     save_every: int = 0  # 0 = only at the end
+    save_final: bool = True  # a resumable checkpoint at the end (model + optimizer: ~3x the weights on disk);
+    # turn off when you save the model yourself and will not resume. A SIGINT/SIGTERM stop always saves.
     seed: int = 0
     bf16: bool | None = None  # None: autocast to bf16 on CUDA only
     gradient_checkpointing: bool = False
@@ -199,7 +201,8 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
         if stop["signal"] is not None:
             result.interrupted = True
             tqdm.write(f"{stop['signal']} received: saving a checkpoint at step {progress['step']} before stopping")
-        _save(out, model, optimizer, scheduler, progress, rank)
+        if cfg.save_final or result.interrupted:
+            _save(out, model, optimizer, scheduler, progress, rank)
     finally:
         bar.close()
         if log:

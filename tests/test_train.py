@@ -119,6 +119,22 @@ def test_sigint_saves_and_resume_crosses_epoch_boundaries(tmp_path):
     assert losses(stopped) + losses(resumed) == losses(full)
 
 
+def test_save_final_off_writes_no_checkpoint_but_a_stop_still_saves(tmp_path):
+    data = make_samples(8)
+    done = train(model(), loader(data), cfg(tmp_path / "off", max_steps=2, save_final=False))
+    assert done.step == 2 and latest_checkpoint(tmp_path / "off") is None
+    assert (tmp_path / "off" / "metrics.jsonl").exists()  # the log is still written
+    calls = {"n": 0}
+
+    def interrupt(_i):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    stopped = train(model(), loader(data, hook=interrupt), cfg(tmp_path / "cut", save_final=False))
+    assert stopped.interrupted and latest_checkpoint(tmp_path / "cut").name == f"checkpoint-{stopped.step}"
+
+
 def test_a_kill_between_checkpoint_files_leaves_the_last_good_one(tmp_path, monkeypatch):
     m = model()
     train(m, loader(make_samples()), cfg(tmp_path, max_steps=2, save_every=1))
