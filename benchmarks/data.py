@@ -5,7 +5,7 @@
 (a) real-token fraction of one epoch on the offline Alpaca demo (SmolLM2 tokenizer, batch size 4, rows of 1024)
     for the article's pad-to-1024, dynamic padding (random and length-grouped batches) and packing;
 (b) records/s tokenising N Alpaca records (the demo repeated): ftlib's batched ``tokenise_dataset`` against the
-    article's per-item ``__getitem__`` (our re-implementation, ``ArticleAlpacaDataset``), same process.
+    article's per-item ``__getitem__`` (our re-implementation, ``FineTuningDataset``), same process.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import datasets  # noqa: E402
 
 from ftlib.data import load_instructions  # noqa: E402
 from ftlib.models import load_tokenizer  # noqa: E402
-from ftlib.samples import ArticleAlpacaDataset, tokenise_dataset  # noqa: E402
+from ftlib.article import FineTuningDataset  # noqa: E402
+from ftlib.samples import tokenise_dataset  # noqa: E402
 from ftlib.stats import compare_strategies, length_stats  # noqa: E402
 from ftlib.templates import format_alpaca  # noqa: E402
 
@@ -28,7 +29,7 @@ from ftlib.templates import format_alpaca  # noqa: E402
 def padding_waste(tokenizer, demo: datasets.Dataset) -> None:
     samples, _ = tokenise_dataset(demo, tokenizer)
     lengths = samples["length"][:]
-    article = ArticleAlpacaDataset(demo, tokenizer, seq_length=1024)
+    article = FineTuningDataset(demo, tokenizer, seq_length=1024)
     # x holds BOS + text; its EOS has the pad id (pad == eos), hence the + 1
     article_lengths = [int((x != tokenizer.pad_token_id).sum()) + 1 for x, _ in (article[i] for i in range(len(demo)))]
     print("(a) real-token fraction, batch 4, rows of 1024 tokens")
@@ -53,7 +54,7 @@ def throughput(tokenizer, demo: datasets.Dataset, records: int, chunks: int = 5)
         _, report = tokenise_dataset(part, tokenizer)
         times["ftlib"].append(time.perf_counter() - start)
         assert report.kept == size
-        article = ArticleAlpacaDataset(part, tokenizer, seq_length=1024)
+        article = FineTuningDataset(part, tokenizer, seq_length=1024)
         start = time.perf_counter()
         for i in range(len(article)):
             article[i]

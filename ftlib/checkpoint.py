@@ -116,6 +116,11 @@ def load_weights(path: Path, model) -> None:
                          f"unexpected {sorted(unexpected)[:5]}")
 
 
+def directory_bytes(path: str | Path) -> int:
+    """Total size of the files under ``path`` (to compare a LoRA adapter with a merged model on disk)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
 def unwrap(model):
     """The plain model inside a DDP/compile wrapper."""
     model = getattr(model, "module", model)

@@ -6,8 +6,7 @@ newest token: each step costs one token's forward pass instead of the whole sequ
 
 Speed also depends on the dtype: load the model with ``dtype=ftlib.device.generation_dtype()`` (bf16 on CUDA
 and on CPUs with native bf16, else fp32) or call ``to_generation_dtype(model)``. ``generate`` itself never
-casts your model. ``article_generate`` keeps the article's no-cache loop for comparison (notebook 01 and
-``python -m benchmarks.generation``).
+casts your model. The article's no-cache loop, kept for comparison, is ``ftlib.article.article_generate``.
 """
 from __future__ import annotations
 
@@ -305,43 +304,3 @@ def stream_generate(
     steps, stops, stop_strings = _prepare(model, tokenizer, [prompt], max_new_tokens, settings, stop_token_ids,
                                           stop_strings, seed, add_special_tokens)
     return TextStream(steps, tokenizer, stops, stop_strings)
-
-
-@torch.inference_mode()
-def article_generate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompt: str,
-    max_tokens: int = 100,
-    temperature: float = 1.0,
-    repetition_penalty: float = 1.0,
-    repetition_penalty_range: int = 10,
-    top_k: int = 50,
-    seed: int | None = None,
-    stop_token_ids: Collection[int] | None = None,
-) -> str:
-    """The article's sampler, kept as written for comparison: no KV cache, the full sequence every step.
-
-    Same order and semantics as the article (temperature, windowed per-occurrence penalty over generated
-    tokens, top-k, multinomial), so with the same ``seed`` it draws what ``generate`` draws with
-    ``repetition_penalty_range`` set - only much more slowly.
-    """
-    _check_temperature(temperature)
-    stops = {tokenizer.eos_token_id} if stop_token_ids is None else set(stop_token_ids)
-    generator = None if seed is None else torch.Generator(device=model.device).manual_seed(seed)
-    input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
-    generated: list[int] = []
-    for _ in range(max_tokens):
-        logits = model(input_ids).logits[0, -1].float() / temperature  # the whole sequence, again
-        if repetition_penalty != 1.0 and generated:
-            window = torch.tensor(generated, device=logits.device)
-            logits = apply_repetition_penalty(logits, window, repetition_penalty, repetition_penalty_range,
-                                              per_occurrence=True)
-        if top_k > 0:
-            logits = apply_top_k(logits, top_k)
-        next_token = torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)
-        if next_token.item() in stops:
-            break
-        input_ids = torch.cat([input_ids, next_token[None]], dim=1)
-        generated.append(next_token.item())
-    return _decode(tokenizer, generated)

@@ -27,6 +27,16 @@ def count_parameters(model) -> dict[str, int]:
     return {"trainable": trainable, "total": total, "percent": round(100 * trainable / total, 3)}
 
 
+def training_state_bytes(model) -> int:
+    """Memory for weights + gradients + AdamW's two moments (activations come on top and do not depend on LoRA).
+
+    Every weight is held once; every *trainable* weight adds a gradient and two optimizer moments of its dtype.
+    That is why full fine-tuning needs about four times the weights and LoRA barely more than the weights.
+    """
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return weights + sum(3 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
 def merge_lora(model):
     """Fold the adapters into the base weights and return a plain model (no peft at inference time)."""
     return model.merge_and_unload()

@@ -31,7 +31,7 @@ from transformers import PreTrainedTokenizerBase
 if TYPE_CHECKING:  # `datasets` is imported where it is used: batching must work without it (GPU box)
     import datasets
 
-from ftlib.templates import ALPACA_PROMPT_INPUT, format_alpaca
+from ftlib.templates import format_alpaca
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
@@ -312,30 +312,3 @@ def tokenise_dataset(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *
     if report.dropped:
         out = out.select([i for i, r in enumerate(reasons) if not r])
     return out.remove_columns(["_cut", "_dropped"]), report
-
-
-# ---------------------------------------------------------------- the article's version, kept as a baseline
-class ArticleAlpacaDataset(torch.utils.data.Dataset):
-    """The article's per-item ``__getitem__`` sample (our re-implementation, kept for comparison only).
-
-    Always the with-input prompt, BOS + text + EOS, padded with ``pad_token_id`` to ``seq_length + 1`` and shifted
-    into ``(x, y)``. Its loss then ignores ``pad_token_id`` — which, with pad == eos, also drops the EOS target.
-    """
-
-    def __init__(self, dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, seq_length: int = 1024):
-        self.dataset, self.tokenizer, self.seq_length = dataset, tokenizer, seq_length
-        self.bos = torch.tensor([tokenizer.bos_token_id])
-        self.eos = torch.tensor([tokenizer.eos_token_id])
-        self.pad = torch.tensor([tokenizer.pad_token_id])
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = self.dataset[index]
-        text = ALPACA_PROMPT_INPUT.format(instruction=row["instruction"], input=row["input"]) + row["output"]
-        tokens = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
-        tokens = torch.cat([self.bos, tokens, self.eos])
-        if len(tokens) < self.seq_length + 1:
-            tokens = torch.cat([tokens, self.pad.repeat(self.seq_length + 1 - len(tokens))])
-        return tokens[: self.seq_length], tokens[1: self.seq_length + 1]

@@ -185,7 +185,7 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
             progress["step"] += 1
             dt = time.perf_counter() - t0
             row = {"step": progress["step"], "epoch": progress["epoch"], "loss": step_loss, "lr": lr,
-                   "grad_norm": grad_norm, "tokens": n_tokens, "tokens_per_s": n_tokens / dt}
+                   "grad_norm": grad_norm, "tokens": n_tokens, "seconds": dt, "tokens_per_s": n_tokens / dt}
             if eval_loader is not None and (
                     (cfg.eval_every and progress["step"] % cfg.eval_every == 0) or progress["step"] == total_steps):
                 row["eval_loss"] = evaluate_loss(model, eval_loader, device, dtype)

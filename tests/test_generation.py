@@ -2,9 +2,8 @@
 import pytest
 import torch
 
-from ftlib.generation import (
-    article_generate, encode_prompts, generate, stream_generate,
-)
+from ftlib.article import article_generate
+from ftlib.generation import encode_prompts, generate, stream_generate
 from ftlib.testing import tiny_llama_for
 
 STORY = "Once upon a time, there was"

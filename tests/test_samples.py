@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ftlib.batching import PaddingCollator
-from ftlib.samples import (IGNORE_INDEX, ArticleAlpacaDataset, SampleError, tokenise_chat, tokenise_dataset,
-                           tokenise_instruction)
+from ftlib.article import FineTuningDataset
+from ftlib.samples import IGNORE_INDEX, SampleError, tokenise_chat, tokenise_dataset, tokenise_instruction
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE, format_alpaca
 
 datasets.disable_progress_bars()
@@ -79,7 +79,7 @@ def test_pad_equals_eos_bug_reproduced_and_fixed(tokenizer):
     """The article pads with pad == eos and ignores the pad id in the loss: the EOS target vanishes."""
     assert tokenizer.pad_token_id == tokenizer.eos_token_id  # SmolLM2, like the article's set-up
     ds = datasets.Dataset.from_list([RECORD])
-    x, y = ArticleAlpacaDataset(ds, tokenizer, seq_length=64)[0]
+    x, y = FineTuningDataset(ds, tokenizer, seq_length=64)[0]
     real = len(tokenizer(format_alpaca(RECORD, "article")[0] + RECORD["output"], add_special_tokens=False).input_ids)
     assert y[real].item() == tokenizer.eos_token_id  # the sample's EOS target is there ...
     article_targets = torch.where(y == tokenizer.pad_token_id, IGNORE_INDEX, y)  # CrossEntropyLoss(ignore_index=pad)

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from ftlib import checkpoint
 from ftlib.checkpoint import latest_checkpoint, save_finetuned
-from ftlib.lora import add_lora, count_parameters, merge_lora
+from ftlib.lora import add_lora, count_parameters, merge_lora, training_state_bytes
 from ftlib.testing import tiny_llama
 from ftlib.train import TrainConfig, TrainingDiverged, lr_lambda, train
 
@@ -66,6 +66,7 @@ def test_loss_decreases_on_a_tiny_model(tmp_path):
     assert last < 0.7 * first, (first, last)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and {"loss", "lr", "grad_norm", "tokens_per_s"} <= rows[0].keys()
+    assert all(r["seconds"] > 0 and r["tokens_per_s"] == pytest.approx(r["tokens"] / r["seconds"]) for r in rows)
 
 
 def test_schedules_warm_up_then_decay():
@@ -188,6 +189,30 @@ def test_lora_trains_few_parameters_and_merges_to_the_same_logits(tmp_path):
         merged = merge_lora(peft_model)
         assert type(merged).__name__ == "LlamaForCausalLM"
         torch.testing.assert_close(merged(input_ids=x).logits, adapter_logits, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_training_state_bytes_equals_what_adamw_really_holds(lora):
+    m = add_lora(model(), r=4, alpha=8) if lora else model()
+    optimizer = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad])
+    m(**collate(make_samples(2))).loss.backward()
+    optimizer.step()
+    held = sum(t.numel() * t.element_size() for p in m.parameters()
+               for t in [p, p.grad, *optimizer.state[p].values()] if t is not None and t.dim() > 0)  # not `step`
+    assert training_state_bytes(m) == held
+    frozen = sum(p.numel() * 4 for p in m.parameters() if not p.requires_grad)
+    assert (frozen > 0) == lora
+
+
+def test_adapter_on_disk_is_a_small_fraction_of_the_merged_model(tmp_path, tokenizer):
+    from ftlib.testing import tiny_llama_for
+
+    peft_model = add_lora(tiny_llama_for(tokenizer, hidden_size=64), r=2, alpha=4)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    save_finetuned(peft_model, tokenizer, tmp_path / "merged")
+    adapter, merged = checkpoint.directory_bytes(tmp_path / "adapter"), checkpoint.directory_bytes(tmp_path / "merged")
+    counts = count_parameters(merge_lora(peft_model))
+    assert 0 < adapter < 0.1 * merged and merged > 4 * counts["total"]  # fp32 weights + tokenizer files
 
 
 def test_saved_model_reloads_and_generates(tmp_path, tokenizer):
