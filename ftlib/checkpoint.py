@@ -4,6 +4,10 @@ A checkpoint holds everything needed to continue *exactly*: model weights (safet
 scheduler state, every RNG state and the position in the data. ``latest`` is a small file naming the newest
 complete checkpoint; it is replaced atomically too, so a kill at any moment leaves the previous checkpoint
 usable. No pickles: tensors go through safetensors, the rest through ``torch.load(weights_only=True)``.
+
+Several processes: every process calls the save functions; only rank 0 writes. With FSDP2 each process holds a
+shard of every weight, so saving first gathers whole tensors (a collective: hence every process calls it) and
+loading gives each process its shard back; the files are the same as a single process would write.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+import torch.distributed as dist
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 WEIGHTS = "model.safetensors"
 LATEST = "latest"
@@ -68,14 +73,47 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_sharded(model) -> bool:
+    """True for an FSDP2 model: its parameters are DTensors, each process holding a slice."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _full_state(model, optimizer=None) -> tuple[dict, dict | None]:
+    """Whole CPU tensors of a sharded model (and optimizer), on every process; tied weights kept once."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if optimizer is None:
+        weights, optim = get_model_state_dict(model, options=options), None
+    else:
+        weights, optim = get_state_dict(model, optimizer, options=options)
+    keep = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    return {k: v.contiguous() for k, v in weights.items() if k in keep}, optim
+
+
 def save_checkpoint(output_dir: Path, model, optimizer, scheduler, progress: dict, keep: int = 2) -> Path:
-    """Write ``checkpoint-<step>`` atomically, point ``latest`` at it, and keep the newest ``keep``."""
+    """Write ``checkpoint-<step>`` atomically, point ``latest`` at it, and keep the newest ``keep``.
+
+    Call it on every process: rank 0 writes (after gathering the shards of an FSDP model)."""
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{progress['step']}"
+    sharded = is_sharded(model)
+    weights, optim = _full_state(model, optimizer) if sharded else (None, optimizer.state_dict())
+    if _rank() != 0:
+        return final
     tmp = atomic_dir(final)
     try:
-        save_model(unwrap(model), str(tmp / WEIGHTS))  # handles tied weights; works for PEFT-wrapped models too
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        if sharded:
+            save_file(weights, str(tmp / WEIGHTS))
+        else:
+            save_model(unwrap(model), str(tmp / WEIGHTS))  # handles tied weights; works for PEFT models too
+        torch.save({"optimizer": optim, "scheduler": scheduler.state_dict(),
                     "rng": rng_state(), "progress": progress}, tmp / STATE)
         (tmp / "progress.json").write_text(json.dumps(progress, indent=1))
         commit_dir(tmp, final)
@@ -99,10 +137,15 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, scheduler and RNG states; returns the saved progress (step, epoch, batch)."""
-    load_weights(path, model)
-    state_file = Path(path) / STATE
-    state = torch.load(state_file, weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    state = torch.load(Path(path) / STATE, weights_only=True)
+    if is_sharded(model):  # every process reads the whole files and keeps its shard
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(model, optimizer, model_state_dict=load_file(str(Path(path) / WEIGHTS)),
+                       optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
+    else:
+        load_weights(path, model)
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return state["progress"]
@@ -138,9 +181,13 @@ def save_finetuned(model, tokenizer, output_dir: str | Path, chat_template: str 
     """Save a model directory that ``from_pretrained`` and ``ftlib.chat`` load directly (safetensors).
 
     LoRA adapters are merged first, so the result is a plain model. ``chat_template`` records the template the
-    model was trained with (e.g. the article's); it is saved with the tokenizer. Written atomically.
+    model was trained with (e.g. the article's); it is saved with the tokenizer. Written atomically, by rank 0
+    only when several processes run (call it on every process: an FSDP model's shards are gathered first).
     """
     final = Path(output_dir)
+    weights = _full_state(model)[0] if is_sharded(model) else None
+    if _rank() != 0:
+        return final
     model = unwrap(model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -150,7 +197,7 @@ def save_finetuned(model, tokenizer, output_dir: str | Path, chat_template: str 
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     tmp = atomic_dir(final)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         commit_dir(tmp, final)
     finally:

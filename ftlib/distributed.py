@@ -36,8 +36,9 @@ def wrap_model(model, device: torch.device, fsdp: bool = False):
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        for layer in model.model.layers:
-            fully_shard(layer)
+        for module in model.modules():  # each decoder layer is one unit: gathered just before it runs
+            if type(module).__name__.endswith("DecoderLayer"):
+                fully_shard(module)
         return fully_shard(model)
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)

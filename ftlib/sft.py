@@ -116,8 +116,8 @@ def run(cfg: SFTConfig) -> Path:
     model = wrap_model(model, device, fsdp=cfg.fsdp)
     train(model, loader, cfg.train, eval_loader=eval_loader, resume=cfg.resume)
     final = Path(cfg.train.output_dir) / "final"
+    save_finetuned(model, tokenizer, final, chat_template=template)  # every process: rank 0 writes
     if rank == 0:
-        save_finetuned(model, tokenizer, final, chat_template=template)
         print(f"saved {final}")
     cleanup()
     return final
@@ -148,6 +148,9 @@ def parse_config(argv: list[str] | None = None) -> SFTConfig:
     unknown = set(values) - train_names - sft_names
     if unknown:
         raise SystemExit(f"unknown config keys: {', '.join(sorted(unknown))}")
+    if values.get("lora") and values.get("fsdp"):
+        raise SystemExit("lora and fsdp together are not supported: a LoRA run keeps the base model frozen and "
+                         "small enough to replicate, so drop --fsdp (DDP is used) or drop --lora")
     tcfg = TrainConfig(**{k: v for k, v in values.items() if k in train_names})
     if isinstance(tcfg.betas, list):
         tcfg.betas = tuple(tcfg.betas)

@@ -197,12 +197,12 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
             bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
             if cfg.save_every and progress["step"] % cfg.save_every == 0 and progress["step"] < total_steps:
-                _save(out, model, optimizer, scheduler, progress, rank)
+                _save(out, model, optimizer, scheduler, progress)
         if stop["signal"] is not None:
             result.interrupted = True
             tqdm.write(f"{stop['signal']} received: saving a checkpoint at step {progress['step']} before stopping")
         if cfg.save_final or result.interrupted:
-            _save(out, model, optimizer, scheduler, progress, rank)
+            _save(out, model, optimizer, scheduler, progress)
     finally:
         bar.close()
         if log:
@@ -213,9 +213,8 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     return result
 
 
-def _save(out, model, optimizer, scheduler, progress, rank):
-    if rank == 0:
-        save_checkpoint(out, model, optimizer, scheduler, dict(progress))
+def _save(out, model, optimizer, scheduler, progress):
+    save_checkpoint(out, model, optimizer, scheduler, dict(progress))  # every process: rank 0 writes
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 

@@ -41,6 +41,8 @@ def test_yaml_then_flags_override(tmp_path):
     path.write_text("modle: base\n")
     with pytest.raises(SystemExit, match="modle"):
         parse_config(["--config", str(path)])
+    with pytest.raises(SystemExit, match="lora and fsdp"):
+        parse_config(["--lora", "--fsdp"])
 
 
 def test_chat_format_records_the_template_it_trained_with(tokenizer, tiny_dir):
@@ -76,12 +78,14 @@ def test_cli_trains_and_saves_a_loadable_model(tmp_path, tiny_dir):
     assert model.num_parameters() > 0
 
 
-def test_torchrun_two_processes_match_one(tmp_path, tiny_dir):
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_torchrun_two_processes_match_one(tmp_path, tiny_dir, engine):
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = _run([sys.executable, "-m", "ftlib.sft", "--config", str(_cfg_file(tiny_dir, one)), "--batch-size", "4"])
     assert r1.returncode == 0, r1.stderr[-2000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    r2 = _run([*torchrun, "-m", "ftlib.sft", "--config", str(_cfg_file(tiny_dir, two)), "--batch-size", "2"])
+    flags = ["--fsdp"] if engine == "fsdp" else []
+    r2 = _run([*torchrun, "-m", "ftlib.sft", "--config", str(_cfg_file(tiny_dir, two)), "--batch-size", "2", *flags])
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert (two / "final" / "model.safetensors").exists()
     assert _losses(two) == pytest.approx(_losses(one), abs=1e-5)  # same global batches, same losses
