@@ -5,7 +5,8 @@
 
 Needs torch + transformers only (no `datasets`, no hub): models are built from configs with random weights
 (throughput does not depend on the weights) and the data are synthetic samples with Alpaca-like lengths,
-packed into 1024-token rows with ftlib's collator. (The TRL ratio the issue asks for is not wired in yet.)
+packed into 1024-token rows with ftlib's collator. The ratio to TRL is `python -m benchmarks.sft`, which runs on
+CUDA too (bf16, and prints MFU) but needs `trl` and `datasets`, which the lent GPU machine does not have.
 
 MFU = 6 x N x tokens/s / peak, with N the parameter count (the PaLM convention without the attention term, so it
 slightly understates the work done). Peak: dense bf16 of the device (989 TFLOP/s for H100/H200 SXM).
