@@ -104,9 +104,10 @@ def save_checkpoint(output_dir: Path, model, optimizer, scheduler, progress: dic
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{progress['step']}"
     sharded = is_sharded(model)
-    weights, optim = _full_state(model, optimizer) if sharded else (None, optimizer.state_dict())
+    weights, optim = _full_state(model, optimizer) if sharded else (None, None)
     if _rank() != 0:
         return final
+    optim = optim if sharded else optimizer.state_dict()
     tmp = atomic_dir(final)
     try:
         if sharded:
