@@ -138,7 +138,8 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, scheduler and RNG states; returns the saved progress (step, epoch, batch)."""
-    state = torch.load(Path(path) / STATE, weights_only=True)
+    state_file = Path(path) / STATE
+    state = torch.load(state_file, weights_only=True)
     if is_sharded(model):  # every process reads the whole files and keeps its shard
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
