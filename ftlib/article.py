@@ -4,12 +4,13 @@ Nothing here is meant for real use; each piece names what ftlib does instead:
 
 * ``article_generate`` re-runs the whole sequence for every new token (no KV cache) -> ``ftlib.generation``;
 * ``FineTuningDataset`` tokenises one record per ``__getitem__`` and pads every sample to ``seq_length`` (79 % of
-  the Alpaca demo's tokens are padding at 1024) and, with pad == eos, its loss drops the EOS target
-  -> ``ftlib.samples`` + ``ftlib.batching``.
+  the Alpaca demo's tokens are padding at 1024) -> ``ftlib.samples`` + ``ftlib.batching``;
+* ``drop_pad_labels``: its loss ignores the pad id, which with pad == eos drops the EOS target, so the model never
+  learns to stop -> ``ftlib.samples`` keeps the end token's label and masks padding by position.
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ftlib.generation import _decode
 from ftlib.sampling import _check_temperature, apply_repetition_penalty, apply_top_k
+from ftlib.samples import IGNORE_INDEX
 from ftlib.templates import ALPACA_PROMPT_INPUT
 
 if TYPE_CHECKING:
@@ -87,3 +89,10 @@ class FineTuningDataset(torch.utils.data.Dataset):
         if len(tokens) < self.seq_length + 1:
             tokens = torch.cat([tokens, self.pad.repeat(self.seq_length + 1 - len(tokens))])
         return tokens[: self.seq_length], tokens[1: self.seq_length + 1]
+
+
+def drop_pad_labels(labels: Sequence[int], input_ids: Sequence[int], pad_token_id: int) -> list[int]:
+    """Labels as the article's loss sees them: ``CrossEntropyLoss(ignore_index=pad_token_id)`` skips every target
+    equal to the pad id. With ``pad = eos`` that includes the EOS closing each response, so the model is never
+    taught to stop. Use it to reproduce the bug on correctly built samples (only the EOS label changes)."""
+    return [IGNORE_INDEX if token == pad_token_id else label for token, label in zip(input_ids, labels)]

@@ -174,14 +174,6 @@ def probe_table(reports: dict[str, GenerationReport], width: int = 70) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- the article's masking bug
-def drop_pad_labels(labels: Sequence[int], input_ids: Sequence[int], pad_token_id: int) -> list[int]:
-    """Labels as the article's loss sees them: ``CrossEntropyLoss(ignore_index=pad_token_id)`` skips every target
-    equal to the pad id. With ``pad = eos`` that includes the EOS closing each response, so the model is never
-    taught to stop. Use it to reproduce the bug on correctly built samples (only the EOS label changes)."""
-    return [IGNORE_INDEX if token == pad_token_id else label for token, label in zip(input_ids, labels)]
-
-
 # ---------------------------------------------------------------- plots
 def plot_lengths(reports: dict[str, GenerationReport], ax=None, bins: int = 16):
     """Histogram of reply lengths per model; the dashed line is the length limit (replies there never stopped)."""

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ftlib import evaluate as ev
+from ftlib.article import drop_pad_labels
 from ftlib.batching import make_dataloader
 from ftlib.generation import Generation
 from ftlib.samples import IGNORE_INDEX, tokenise_instruction
@@ -89,12 +90,12 @@ def test_drop_pad_labels_removes_exactly_the_eos_label(tokenizer):
     """With pad == eos (SmolLM2), the article's ignore_index=pad drops the EOS target and nothing else."""
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     sample = tokenise_instruction({"instruction": "Say hi.", "input": "", "output": "Hi!"}, tokenizer)
-    buggy = ev.drop_pad_labels(sample["labels"], sample["input_ids"], tokenizer.pad_token_id)
+    buggy = drop_pad_labels(sample["labels"], sample["input_ids"], tokenizer.pad_token_id)
     changed = [i for i, (a, b) in enumerate(zip(sample["labels"], buggy)) if a != b]
     assert changed == [len(sample["input_ids"]) - 1]  # the last position: the EOS
     assert sample["labels"][-1] == tokenizer.eos_token_id and buggy[-1] == IGNORE_INDEX
     # with a distinct pad id (Gemma's <pad>) nothing changes: the bug needs pad == eos
-    assert ev.drop_pad_labels(sample["labels"], sample["input_ids"], pad_token_id=10**6) == sample["labels"]
+    assert drop_pad_labels(sample["labels"], sample["input_ids"], pad_token_id=10**6) == sample["labels"]
 
 
 def test_probe_table_shows_how_each_reply_ended():
