@@ -1,6 +1,6 @@
 """SFT throughput: ftlib's loop vs TRL's SFTTrainer, same model, data, lengths, global batch and precision.
 
-    python -m benchmarks.sft [--steps 12] [--max-length 256] [--batch-size 4]
+    python -m benchmarks.sft [--steps 12] [--max-length 256] [--batch-size 4] [--trl-checkpointing]
 
 Both train SmolLM2-135M-Instruct (offline asset) on the same tokenised Alpaca demo samples (prompt masked, EOS
 kept), shuffled once and then read in the same order by both, so the dynamic-padding runs see identical batches;
@@ -80,7 +80,8 @@ def run_trl(tok, args, device):
                         learning_rate=1e-4, lr_scheduler_type="cosine", weight_decay=0.1, adam_beta2=0.99,
                         max_grad_norm=1.0, logging_steps=1, report_to=[], save_strategy="no",
                         max_length=args.max_length, bf16=device.type == "cuda", use_cpu=device.type != "cuda",
-                        seed=0, dataloader_drop_last=True, disable_tqdm=True, activation_checkpointing=False,
+                        seed=0, dataloader_drop_last=True, disable_tqdm=True,
+                        activation_checkpointing=args.trl_checkpointing,
                         train_sampling_strategy="sequential")
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=tok.select_columns(["input_ids", "labels"]),
                              processing_class=tokenizer, callbacks=[Clock()])
@@ -98,6 +99,8 @@ def main():
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--trl-checkpointing", action="store_true",
+                   help="leave TRL's default activation checkpointing on (recomputes the forward: slower)")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -109,7 +112,8 @@ def main():
     dyn_losses, dyn_tps, n_params = run_ftlib(tok, "dynamic", args, device, tokenizer.pad_token_id)
     pack_losses, pack_tps, _ = run_ftlib(tok, "packed", args, device, tokenizer.pad_token_id)
     print(f"{'run':28} {'real tok/s':>10} {'vs TRL':>7}  mean loss (all steps)")
-    for name, tps, losses in [("TRL SFTTrainer (dynamic pad)", trl_tps, trl_losses),
+    trl_name = "TRL (dynamic, ckpt on)" if args.trl_checkpointing else "TRL SFTTrainer (dynamic pad)"
+    for name, tps, losses in [(trl_name, trl_tps, trl_losses),
                               ("ftlib loop (dynamic pad)", dyn_tps, dyn_losses),
                               ("ftlib loop (packed)", pack_tps, pack_losses)]:
         print(f"{name:28} {tps:10.0f} {tps / trl_tps:6.2f}x  {sum(losses) / len(losses):.3f}")
