@@ -55,8 +55,7 @@ def run_ftlib(tok, strategy, args, device, pad_token_id):
         cfg = TrainConfig(output_dir=out, learning_rate=1e-4, max_steps=args.steps, progress=False, warmup_steps=0,
                           save_final=False)
         result = train(model, batches, cfg)
-    # each step's time, from the loop's own metrics (tokens_per_s there counts trained tokens, not real ones)
-    times = [row["tokens"] / row["tokens_per_s"] for row in result.history]
+    times = [row["seconds"] for row in result.history]  # the loop's own step times
     tokens = real_token_counts(tok, strategy, args)
     return [r["loss"] for r in result.history], sum(tokens[1:]) / sum(times[1:]), model.num_parameters()
 

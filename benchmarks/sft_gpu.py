@@ -68,7 +68,7 @@ def bench(name: str, rows: int, steps: int, seq: int, compile: bool, device: tor
         result = train(model, batches, cfg)
     skip = 3 if steps > 4 else 1  # warm-up (and compilation) steps
     real = [int((b["labels"] != -100).sum()) for b in batches]  # trained tokens, the loop's own count
-    seconds = [r["tokens"] / r["tokens_per_s"] for r in result.history]
+    seconds = [r["seconds"] for r in result.history]
     tokens_in = [int((b["position_ids"] >= 0).sum()) for b in batches]  # all tokens in the rows (pads included)
     tps = sum(tokens_in[skip:]) / sum(seconds[skip:])
     row = {"model": name, "params_M": model.num_parameters() / 1e6, "compile": compile, "rows x seq": f"{rows}x{seq}",
