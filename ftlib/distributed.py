@@ -16,7 +16,8 @@ from torch.utils.data import DistributedSampler
 def init_distributed() -> tuple[int, int, torch.device]:
     """Join the process group if launched by torchrun/accelerate; returns (rank, world_size, device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if world == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:  # a plain `python -m`: no process group
+        # (under `torchrun --nproc_per_node 1` we still join one, so the launcher path runs as it will at N)
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
@@ -31,7 +32,7 @@ def init_distributed() -> tuple[int, int, torch.device]:
 
 def wrap_model(model, device: torch.device, fsdp: bool = False):
     """DDP (replicate the model) or FSDP2 (shard it: for models that do not fit one GPU)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not (dist.is_available() and dist.is_initialized()):
         return model
     if fsdp:
         from torch.distributed.fsdp import fully_shard

@@ -138,7 +138,8 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     rest = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": rest, "weight_decay": 0.0}],
-                                  lr=cfg.learning_rate, betas=cfg.betas, eps=1e-8)
+                                  lr=cfg.learning_rate, betas=cfg.betas, eps=1e-8,
+                                  fused=device.type == "cuda")  # one kernel for all tensors on a GPU
     scheduler = LambdaLR(optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total_steps))
     progress = {"step": 0, "epoch": 0, "batch": 0}
     if resume and (ckpt := latest_checkpoint(out)):
