@@ -16,6 +16,12 @@ shifted, -100 where nothing is trained — the model shifts) plus:
     (sdpa/eager via ``masking_utils.find_packed_sequence_indices``, flash-attention via its varlen path). In
     transformers 5.23 that detection is skipped whenever a KV cache exists, and ``use_cache`` defaults to True
     even in training, so these batches also carry ``use_cache=False``; without it the samples see each other.
+
+Epochs, and why a resumed run sees the same batches: every loader ``make_dataloader`` builds takes its batches
+from an :class:`EpochBatchSampler`, whose batches are a pure function of ``(seed, epoch)``. ``set_epoch(epoch)``
+picks the epoch; iterating changes nothing, so iterating twice without ``set_epoch`` gives the same batches
+twice. The training loop calls ``set_epoch`` before every epoch, the one a resumed run starts in included (as
+with torch's ``DistributedSampler``); a loop of your own must do the same to get a new shuffle each epoch.
 """
 from __future__ import annotations
 
@@ -127,25 +133,68 @@ def pack_groups(lengths: Sequence[int], max_length: int) -> list[list[int]]:
     return bins
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of indices that depend only on ``(seed, epoch)``: the contract that makes resuming exact.
+
+    There is no hidden epoch counter: a run resumed in its third epoch calls ``set_epoch(2)`` and gets the third
+    epoch's batches, although this process never iterated the first two. Subclasses build an epoch's batches in
+    ``__iter__`` from :meth:`generator` only.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator for the current epoch (``seed + epoch``, the convention of earlier ftlib runs)."""
+        return torch.Generator().manual_seed(self.seed + self.epoch)
+
+
+class RandomBatchSampler(EpochBatchSampler):
+    """Batches of ``batch_size`` indices, shuffled each epoch (``shuffle``) or in order; the last may be short.
+
+    The order equals torch's ``DataLoader(shuffle=True, generator=torch.Generator().manual_seed(seed + epoch))``,
+    which ftlib used before samplers had ``set_epoch``, so earlier runs keep their batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0):
+        super().__init__(seed)
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            g = self.generator()
+            torch.empty((), dtype=torch.int64).random_(generator=g)  # the worker seed that DataLoader draws first
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        for start in range(0, self.n, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+
+class LengthGroupedBatchSampler(EpochBatchSampler):
     """Batches of similar length: shuffle, cut into mega-batches, sort each by length, cut into batches.
 
     Less padding than random batches while keeping the order random; the batch holding the longest sample comes
-    first, so an out-of-memory error shows up on step one. A new shuffle each epoch (``seed + epoch``).
+    first, so an out-of-memory error shows up on step one. Each epoch has its own shuffle (see ``set_epoch``).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
                  mega_batch_mult: int = 50):
-        self.lengths, self.batch_size, self.shuffle, self.seed = list(lengths), batch_size, shuffle, seed
+        super().__init__(seed)
+        self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
         self.mega = batch_size * mega_batch_mult
-        self.epoch = 0
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
+        g = self.generator()
         order = torch.randperm(len(self.lengths), generator=g).tolist() if self.shuffle else list(
             range(len(self.lengths)))
         batches = []
@@ -184,29 +233,30 @@ def make_dataloader(tokenised, strategy: Strategy, batch_size: int, max_length: 
     ``"pad"``: every row ``max_length`` long (the article's way); ``"dynamic"``: padded to the batch's longest
     sample, length-grouped batches if ``group_by_length``; ``"packed"``: ``batch_size`` rows of up to ``max_length``
     tokens, each holding several whole samples. Samples longer than ``max_length`` raise (tokenise with a limit).
+    Its ``batch_sampler`` is an :class:`EpochBatchSampler`: call ``loader.batch_sampler.set_epoch(e)`` before
+    epoch ``e`` (``ftlib.train`` does).
     """
     columns = tokenised if isinstance(tokenised, dict) else tokenised.select_columns(["input_ids", "labels"])[:]
     ids, labels = list(columns["input_ids"]), list(columns["labels"])
     lengths = [len(x) for x in ids]
-    g = torch.Generator().manual_seed(seed)
     if strategy == "pad":
         if max_length is None:
             raise ValueError("strategy 'pad' needs max_length (the fixed row length)")
-        return DataLoader(_Rows(ids, labels), batch_size=batch_size, shuffle=shuffle, generator=g,
-                          collate_fn=PaddingCollator(pad_token_id, pad_to=max_length))
-    if strategy == "dynamic":
+        rows, collate = _Rows(ids, labels), PaddingCollator(pad_token_id, pad_to=max_length)
+        sampler: EpochBatchSampler = RandomBatchSampler(len(rows), batch_size, shuffle, seed)
+    elif strategy == "dynamic":
         for n in lengths:
             _check_fits(n, max_length)
-        collate = PaddingCollator(pad_token_id)
-        if group_by_length:
-            sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed)
-            return DataLoader(_Rows(ids, labels), batch_sampler=sampler, collate_fn=collate)
-        return DataLoader(_Rows(ids, labels), batch_size=batch_size, shuffle=shuffle, generator=g,
-                          collate_fn=collate)
-    if strategy == "packed":
+        rows, collate = _Rows(ids, labels), PaddingCollator(pad_token_id)
+        sampler = (LengthGroupedBatchSampler(lengths, batch_size, shuffle, seed) if group_by_length
+                   else RandomBatchSampler(len(rows), batch_size, shuffle, seed))
+    elif strategy == "packed":
         if max_length is None:
             raise ValueError("strategy 'packed' needs max_length (the row length samples are packed into)")
         rows = _Rows(ids, labels, pack_groups(lengths, max_length))
-        return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=g,
-                          collate_fn=PackingCollator(pad_token_id, max_length, attention, mask_dtype))
-    raise ValueError(f"unknown strategy {strategy!r}; choose 'pad', 'dynamic' or 'packed'")
+        collate = PackingCollator(pad_token_id, max_length, attention, mask_dtype)
+        sampler = RandomBatchSampler(len(rows), batch_size, shuffle, seed)
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}; choose 'pad', 'dynamic' or 'packed'")
+    # a generator of its own: otherwise every iter(loader) draws a worker seed from the global RNG
+    return DataLoader(rows, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator().manual_seed(seed))

@@ -223,12 +223,14 @@ def _save(out, model, optimizer, scheduler, progress):
 def _batches_from(loader, progress: dict, seed: int):
     """An iterator over the loader for ``progress['epoch']``, fast-forwarded past batches already trained on.
 
-    The shuffle order depends only on (seed, epoch), so a resumed run sees exactly the batches it would have."""
+    Exact resume needs an epoch's batches to depend only on (seed, epoch), never on how many epochs this process
+    has iterated. ftlib's loaders (``make_dataloader``) promise that through ``batch_sampler.set_epoch`` (see
+    ``ftlib.batching``), torch's ``DistributedSampler`` through ``sampler.set_epoch``; a plain shuffling
+    ``DataLoader`` gets it from its ``generator``, reseeded here with ``seed + epoch``."""
     epoch = progress["epoch"]
-    if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-    if hasattr(loader, "batch_sampler") and hasattr(loader.batch_sampler, "set_epoch"):
-        loader.batch_sampler.set_epoch(epoch)
+    for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
     if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed + epoch)
     return itertools.islice(iter(loader), progress["batch"], None)

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftlib.batching import (LengthGroupedBatchSampler, PackingCollator, PaddingCollator, make_dataloader,
-                            pack_groups)
+from ftlib.batching import (LengthGroupedBatchSampler, PackingCollator, PaddingCollator, RandomBatchSampler,
+                            make_dataloader, pack_groups)
 from ftlib.samples import IGNORE_INDEX, tokenise_dataset
 from ftlib.stats import batch_widths, compare_strategies, real_token_fraction
 from ftlib.testing import tiny_llama_for
@@ -102,7 +102,9 @@ def test_length_grouped_sampler():
     lengths = list(torch.randint(1, 500, (200,), generator=torch.Generator().manual_seed(0)))
     lengths = [int(n) for n in lengths]
     sampler = LengthGroupedBatchSampler(lengths, batch_size=8, seed=3, mega_batch_mult=5)
-    epoch1, epoch2 = list(sampler), list(sampler)
+    epoch1 = list(sampler)
+    sampler.set_epoch(1)
+    epoch2 = list(sampler)
     assert sorted(i for b in epoch1 for i in b) == list(range(200)) and len(epoch1) == len(sampler) == 25
     assert epoch1 != epoch2 and epoch1 == list(LengthGroupedBatchSampler(lengths, 8, seed=3, mega_batch_mult=5))
     assert max(lengths) in [lengths[i] for i in epoch1[0]]  # longest batch first
@@ -123,6 +125,43 @@ def test_make_dataloader_covers_every_sample_and_runs(tokenizer, samples, strate
     assert sorted(widths) == sorted(batch_widths(samples["length"], strategy, 2, 64))  # stats match reality
     with torch.no_grad():
         assert torch.isfinite(model(**batches[0]).loss)
+
+
+def _epoch(loader, epoch):
+    loader.batch_sampler.set_epoch(epoch)
+    return [b["input_ids"] for b in loader]
+
+
+@pytest.mark.parametrize("strategy", ["pad", "dynamic", "packed"])
+def test_epoch_order_depends_only_on_seed_and_epoch(strategy):
+    """The resume contract: after set_epoch(e) a loader yields epoch e's batches, whatever it yielded before."""
+    g = torch.Generator().manual_seed(0)
+    ids = [torch.randint(3, 100, (int(n),), generator=g).tolist() for n in torch.randint(3, 20, (40,), generator=g)]
+    data = {"input_ids": ids, "labels": ids}
+
+    def fresh():
+        return make_dataloader(data, strategy, batch_size=2, max_length=32, seed=7, pad_token_id=PAD)
+
+    used = fresh()
+    for epoch in (0, 0, 1, 3):  # iterate some epochs, one of them twice
+        _epoch(used, epoch)
+    after, alone = _epoch(used, 2), _epoch(fresh(), 2)
+    assert len(after) == len(alone) and all(torch.equal(a, b) for a, b in zip(after, alone))
+    zero, one = _epoch(fresh(), 0), _epoch(fresh(), 1)
+    assert len(zero) == len(one) and not all(torch.equal(a, b) for a, b in zip(zero, one))
+    still = make_dataloader(data, strategy, batch_size=2, max_length=32, shuffle=False, pad_token_id=PAD)
+    assert all(torch.equal(a, b) for a, b in zip(_epoch(still, 0), _epoch(still, 1)))  # no shuffle: one order
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 2])
+def test_random_batches_match_torchs_shuffling_dataloader(epoch):
+    """pad/packed batches are those of DataLoader(shuffle=True) reseeded each epoch, as before set_epoch existed."""
+    from torch.utils.data import DataLoader
+
+    torchs = DataLoader(range(23), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(5 + epoch))
+    sampler = RandomBatchSampler(23, 4, seed=5)
+    sampler.set_epoch(epoch)
+    assert list(sampler) == [b.tolist() for b in torchs] and len(sampler) == len(torchs) == 6
 
 
 def test_make_dataloader_rejects_overlong_and_unknown(samples):

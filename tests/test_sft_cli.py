@@ -89,3 +89,84 @@ def test_torchrun_two_processes_match_one(tmp_path, tiny_dir, engine):
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert (two / "final" / "model.safetensors").exists()
     assert _losses(two) == pytest.approx(_losses(one), abs=1e-5)  # same global batches, same losses
+
+
+
+# Resume inside the second epoch: 16 samples of varied length, 4 batches an epoch, 10 steps = 2.5 epochs, and
+# checkpoint-6 (save_every 6) sits in the middle of the second epoch. The final weights must equal bit for bit.
+RESUME_RUNS = {"pad": dict(batch_size=4, max_length=64), "dynamic": dict(batch_size=4, max_length=64),
+               "packed": dict(batch_size=2, max_length=128)}  # packed: about two samples a row, 8 rows
+
+# `python -m ftlib.sft`, parked after writing a checkpoint inside the second epoch, so that the test SIGKILLs it
+# there: a real kill (no handler runs, no final save) at a known place.
+PARK_IN_SECOND_EPOCH = """
+import sys, time
+import ftlib.train
+save = ftlib.train._save
+def park(out, model, optimizer, scheduler, progress):
+    save(out, model, optimizer, scheduler, progress)
+    if progress["epoch"] == 1:
+        time.sleep(300)
+ftlib.train._save = park
+from ftlib.sft import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _sigkill_at_checkpoint(config, out, name):
+    """Run the parked CLI until ``out/latest`` names checkpoint ``name``, then SIGKILL it."""
+    import signal
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", PARK_IN_SECOND_EPOCH, "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "latest").exists() and (out / "latest").read_text() == name):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, f"no {name} after 120 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (out / "final").exists()
+
+
+# SIGKILL for dynamic (whose sampler once counted epochs in memory); pad and packed resume from a copy of the
+# uninterrupted run's own checkpoint-6, which is what a killed run leaves (deterministic, one process less).
+@pytest.mark.parametrize("strategy,sigkill", [("pad", False), ("dynamic", True), ("packed", False)])
+def test_resume_in_the_second_epoch_gives_the_same_weights(tmp_path, tiny_dir, strategy, sigkill):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    rows = [{"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}." + " Yes." * (i % 5)}
+            for i in range(16)]
+    (tmp_path / "data.json").write_text(json.dumps(rows))
+    configs = {}
+    for name in ("full", "cut"):
+        out = tmp_path / name
+        configs[name] = _cfg_file(tiny_dir, out, dataset=str(tmp_path / "data.json"), strategy=strategy,
+                                  **RESUME_RUNS[strategy], train={"output_dir": str(out), "max_steps": 10,
+                                                                  "save_every": 6, "learning_rate": 1e-3,
+                                                                  "progress": False})
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    r = _run([sys.executable, "-m", "ftlib.sft", "--config", str(configs["full"])])
+    assert r.returncode == 0, r.stderr[-2000:]
+    epochs = [json.loads(line)["epoch"] for line in (full / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0] * 4 + [1] * 4 + [2] * 2
+    assert json.loads((full / "checkpoint-6" / "progress.json").read_text()) == {"step": 6, "epoch": 1, "batch": 2}
+
+    if sigkill:
+        _sigkill_at_checkpoint(configs["cut"], cut, "checkpoint-6")
+    else:
+        shutil.copytree(full / "checkpoint-6", cut / "checkpoint-6")
+        (cut / "latest").write_text("checkpoint-6")
+    r = _run([sys.executable, "-m", "ftlib.sft", "--config", str(configs["cut"]), "--resume"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _losses(cut) == (_losses(full) if sigkill else _losses(full)[6:])  # the same batches, step by step
+    a, b = load_file(str(full / "final" / "model.safetensors")), load_file(str(cut / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
