@@ -44,27 +44,36 @@ CONFIGS = {  # shapes of the public models' config.json files
 }
 
 
+LENGTHS: list[list[int]] = []  # (sample length, prompt length) pairs of a real dataset, from --lengths
+
+
 def synthetic_samples(vocab: int, n_tokens: int, seq: int, seed: int = 0, learnable: bool = False) -> list[dict]:
-    """Samples with Alpaca-like lengths until ``n_tokens`` are made; the first quarter of each is prompt (-100)."""
+    """Random-token samples until ``n_tokens`` are made. Lengths and prompt lengths are drawn from ``LENGTHS`` (the
+    Alpaca demo's, tokenised) when given, else uniform in 60-760 with the first quarter as prompt (-100)."""
     g = torch.Generator().manual_seed(seed)
     samples, total = [], 0
     while total < n_tokens:
         n = int(torch.randint(60, min(760, seq), (1,), generator=g))
+        prompt = n // 4
+        if LENGTHS:
+            n, prompt = LENGTHS[int(torch.randint(0, len(LENGTHS), (1,), generator=g))]
         if learnable:  # a repeating pattern: a real model can learn it, so the loss must fall
             start = int(torch.randint(0, vocab - 16, (1,), generator=g))
             ids = [start + (i % 16) for i in range(n)]
         else:
             ids = torch.randint(1, vocab, (n,), generator=g).tolist()
-        samples.append({"input_ids": ids, "labels": [-100] * (n // 4) + ids[n // 4:]})
+        samples.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
         total += n
     return samples
 
 
-def packed_batches(vocab: int, rows: int, steps: int, seq: int, seed: int = 0, learnable: bool = False):
+def packed_batches(vocab: int, rows: int, steps: int, seq: int, seed: int = 0, learnable: bool = False,
+                   attention: str = "mask"):
     """``steps`` batches of ``rows`` rows, each row several samples packed into ``seq`` tokens."""
     samples = synthetic_samples(vocab, int(rows * steps * seq * 1.05), seq, seed, learnable)
     groups = pack_groups([len(s["input_ids"]) for s in samples], seq)
-    collate = PackingCollator(pad_token_id=0, max_length=seq)  # fp32 mask: sdpa accepts it with bf16 queries
+    # "mask": fp32 4D block-causal mask (sdpa accepts it with bf16 queries); "position_ids": HF infers the blocks
+    collate = PackingCollator(pad_token_id=0, max_length=seq, attention=attention)
     rows_all = [[samples[i] for i in grp] for grp in groups]
     return [collate(rows_all[k * rows:(k + 1) * rows]) for k in range(steps)]
 
@@ -82,8 +91,11 @@ def bench(name: str, rows: int, steps: int, seq: int, compile: bool, device: tor
     config = LlamaConfig(max_position_embeddings=max(seq, 2048), **CONFIGS[name])
     with torch.device(device):  # initialise on the GPU: a 1B model's CPU init takes longer than the run
         model = LlamaForCausalLM(config)
-    make = packed_batches if layout == "packed" else article_batches
-    batches = make(config.vocab_size, rows, steps, seq)
+    if layout == "article":
+        batches = article_batches(config.vocab_size, rows, steps, seq)
+    else:  # "packed" or "packed-posids"
+        attention = "position_ids" if layout == "packed-posids" else "mask"
+        batches = packed_batches(config.vocab_size, rows, steps, seq, attention=attention)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as out:
@@ -136,6 +148,9 @@ PLANS = {  # (model, rows, layout, compile)
              ("llama-3.2-1b", 8, "packed", True),
              ("smollm2-360m", 16, "packed", False), ("smollm2-360m", 16, "article", False),
              ("llama-3.2-1b", 16, "packed", True), ("smollm2-360m", 16, "packed", True)],
+    "alpaca": [("llama-3.2-1b", 8, "packed", False), ("llama-3.2-1b", 8, "article", False),
+               ("llama-3.2-1b", 8, "packed-posids", False), ("llama-3.2-1b", 16, "packed-posids", True),
+               ("smollm2-360m", 16, "packed", False), ("smollm2-360m", 16, "article", False)],
     "tiny": [("tiny", 2, "packed", False), ("tiny", 2, "article", False), ("tiny", 2, "packed", True)],
 }
 
@@ -145,13 +160,17 @@ def main():
     p.add_argument("--tiny", action="store_true", help="CPU smoke run of the same code path")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--json", help="write the result rows to this file as they come")
+    p.add_argument("--plan", choices=list(PLANS), help="default: full (tiny with --tiny)")
+    p.add_argument("--lengths", help="JSON list of [length, prompt length] pairs to draw sample lengths from")
     p.add_argument("--budget", type=float, default=480, help="seconds: skip the remaining runs after this")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     seq = 128 if args.tiny else 1024
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
     rows_out, start = [], time.perf_counter()
-    for name, rows, layout, compile in PLANS["tiny" if args.tiny else "full"]:
+    if args.lengths:
+        LENGTHS.extend(json.load(open(args.lengths)))
+    for name, rows, layout, compile in PLANS[args.plan or ("tiny" if args.tiny else "full")]:
         if time.perf_counter() - start > args.budget:
             print(f"skipped {name} {layout} compile={compile}: over the {args.budget:.0f} s budget")
             continue
@@ -168,10 +187,11 @@ def main():
                 json.dump(rows_out, f, indent=1)
     for name in {r["model"] for r in rows_out}:  # packed vs article, same model and compile setting
         pair = {r["layout"]: r for r in rows_out if r["model"] == name and not r["compile"] and "error" not in r}
-        if len(pair) == 2:
+        if "packed" in pair and "article" in pair:
             print(f"{name}: packed / article real tokens/s = "
                   f"{pair['packed']['real tokens/s'] / pair['article']['real tokens/s']:.2f}x")
-    print(loss_falls_and_reloads_on_cpu(device, seq))
+    if not args.plan or args.plan in ("full", "tiny"):
+        print(loss_falls_and_reloads_on_cpu(device, seq))
 
 
 if __name__ == "__main__":
