@@ -10,12 +10,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from ftlib.assets import require
 from ftlib.profiles import Profile, get_profile
 from ftlib.registry import ASSETS
+from ftlib.testing import TINY_ROLES, tiny_model_dir
 
 
 def resolve_model(name: str, profile: Profile | str | None = None) -> str:
     """Turn a role, asset name or path into what ``from_pretrained`` takes (a directory or a hub id)."""
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     name = profile.models.get(name, name)
+    if name in TINY_ROLES:
+        return tiny_model_dir(name)
     if name in ASSETS:
         return str(require(name))
     if Path(name).expanduser().exists():

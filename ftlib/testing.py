@@ -30,3 +30,43 @@ def tiny_llama_for(tokenizer: PreTrainedTokenizerBase, seed: int = 0, **override
         setattr(model.config, key, value)
         setattr(model.generation_config, key, value)
     return model
+
+
+TINY_ROLES = ("tiny-base", "tiny-instruct")
+
+
+def tiny_model_dir(name: str) -> str:
+    """A tiny random-weight model saved in HF format under ``$FTLIB_HOME/tiny/<name>``, built once.
+
+    The ``tiny`` profile points its roles here so CI runs the hub-gpu control flow of notebooks 05-06 in seconds:
+    ``tiny-base`` has no chat template (like Llama-3.2-1B), ``tiny-instruct`` keeps SmolLM2's. Both use the
+    offline SmolLM2 tokenizer, so its asset must be fetched."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from ftlib.assets import ftlib_home, require
+
+    if name not in TINY_ROLES:
+        raise ValueError(f"unknown tiny model {name!r}; choose one of {TINY_ROLES}")
+    target = Path(ftlib_home()) / "tiny" / name
+    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
+        return str(target)
+    tokenizer = AutoTokenizer.from_pretrained(require("smollm2-135m-instruct"))
+    if name == "tiny-base":
+        tokenizer.chat_template = None
+    model = tiny_llama_for(tokenizer, seed=0, hidden_size=64, max_positions=2048)
+    tmp = target.with_name(target.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if name == "tiny-base":  # save_pretrained may still write a template file from the original tokenizer
+        (tmp / "chat_template.jinja").unlink(missing_ok=True)
+        config = json.loads((tmp / "tokenizer_config.json").read_text())
+        config.pop("chat_template", None)
+        (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    import shutil
+
+    shutil.rmtree(target, ignore_errors=True)  # a half-built one from an interrupted run
+    tmp.replace(target)
+    return str(target)
