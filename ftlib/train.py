@@ -2,8 +2,8 @@
 
 It is the article's loop (AdamW, cosine decay, gradient clipping, cross-entropy, tqdm) plus what an ML engineer
 needs to trust a run: loss normalised by the number of *trained* tokens (so gradient accumulation and several
-processes give the same result as one big batch), warmup, bf16 autocast on CUDA, periodic eval loss,
-metrics in JSONL, atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
+processes give the same result as one big batch), warmup, bf16 autocast on CUDA, logits only where a token is
+trained (ftlib.loss), periodic eval loss, metrics in JSONL, atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
 Batches are dicts ready for ``model(**batch)`` with HF-style ``labels`` (-100 = not trained; not shifted).
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
-from ftlib.device import pick_device, train_dtype
+from ftlib.device import train_dtype
+from ftlib.loss import token_losses
 
 
 @dataclass
@@ -82,14 +82,10 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over trained tokens and their count (labels are shifted here, HF-style)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits
-    labels = batch["labels"][:, 1:]
-    logits = logits[:, :-1]
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
-                           ignore_index=-100, reduction="sum")
-    return loss, int((labels != -100).sum())
+    """Summed cross-entropy over trained tokens and their count (labels are shifted HF-style; logits are computed
+    only where a token is trained: see ftlib.loss)."""
+    losses, mask = token_losses(model, {k: v for k, v in batch.items() if k != "labels"}, batch["labels"])
+    return losses.sum(), int(mask.sum())
 
 
 @torch.no_grad()
