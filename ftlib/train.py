@@ -2,8 +2,9 @@
 
 It is the article's loop (AdamW, cosine decay, gradient clipping, cross-entropy, tqdm) plus what an ML engineer
 needs to trust a run: loss normalised by the number of *trained* tokens (so gradient accumulation and several
-processes give the same result as one big batch), warmup, bf16 autocast on CUDA, logits only where a token is
-trained (ftlib.loss), periodic eval loss, metrics in JSONL, atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
+processes give the same result as one big batch), warmup, bf16 autocast where the hardware runs bf16 natively
+(CUDA, AVX512-BF16/AMX CPUs), logits only where a token is trained (ftlib.loss), periodic eval loss, metrics
+in JSONL, atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
 Batches are dicts ready for ``model(**batch)`` with HF-style ``labels`` (-100 = not trained; not shifted).
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ class TrainConfig:
     save_final: bool = True  # a resumable checkpoint at the end (model + optimizer: ~3x the weights on disk);
     # turn off when you save the model yourself and will not resume. A SIGINT/SIGTERM stop always saves.
     seed: int = 0
-    bf16: bool | None = None  # None: autocast to bf16 on CUDA only
+    bf16: bool | None = None  # None: bf16 autocast on CUDA and on CPUs with native bf16 (ftlib.device.train_dtype)
     gradient_checkpointing: bool = False
     compile: bool = False
     progress: bool = True
@@ -113,8 +114,8 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
-    dtype = (torch.bfloat16 if cfg.bf16 else None) if cfg.bf16 is not None else (
-        train_dtype(device) if device.type == "cuda" else None)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else train_dtype(device) == torch.bfloat16
+    dtype = torch.bfloat16 if bf16 else None  # autocast only: weights and optimizer state stay fp32
     rank, world = _rank_world()
     torch.manual_seed(cfg.seed)
 
