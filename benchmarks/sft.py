@@ -53,7 +53,7 @@ def run_ftlib(tok, strategy, args, device, pad_token_id):
     batches = [next(it) for _ in range(args.steps)]
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(output_dir=out, learning_rate=1e-4, max_steps=args.steps, progress=False, warmup_steps=0,
-                          save_final=False)
+                          save_final=False, bf16=device.type == "cuda")  # the precision run_trl gives TRL
         result = train(model, batches, cfg)
     times = [row["seconds"] for row in result.history]  # the loop's own step times
     tokens = real_token_counts(tok, strategy, args)

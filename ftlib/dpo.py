@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from ftlib.loss import sequence_logps as summed_logps
 from ftlib.samples import IGNORE_INDEX, SampleError, assistant_char_spans, validate_messages
 from ftlib.train import lr_lambda
 
@@ -129,14 +130,12 @@ def make_preference_loader(pairs: datasets.Dataset, tokenizer: PreTrainedTokeniz
 
 # ---------------------------------------------------------------- the loss
 def sequence_logps(model, batch: dict) -> torch.Tensor:
-    """Per row, the summed log-probability of the reply tokens (``completion_mask``) given everything before."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    targets = batch["input_ids"][:, 1:].masked_fill(batch["completion_mask"][:, 1:] == 0, IGNORE_INDEX)
-    logits = logits[:, :-1].float()
-    # cross_entropy = -log p(target); ignored positions give 0. Avoids materialising a full log_softmax copy.
-    token_logps = -F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=IGNORE_INDEX, reduction="none").view(targets.shape)
-    return token_logps.sum(dim=1)
+    """Per row, the summed log-probability of the reply tokens (``completion_mask``) given everything before.
+
+    Logits are computed for the reply tokens only (ftlib.loss): the prompt is context, never scored."""
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    return summed_logps(model, inputs, labels)
 
 
 @dataclass

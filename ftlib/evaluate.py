@@ -17,10 +17,9 @@ from typing import Collection, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ftlib.generation import Generation, generate
-from ftlib.samples import IGNORE_INDEX
+from ftlib.loss import token_losses
 from ftlib.train import evaluate_loss
 
 
@@ -52,12 +51,10 @@ def response_loss(model, loader, end_token_ids: Collection[int] | None = None) -
     with torch.no_grad():
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
-            labels = batch["labels"][:, 1:]
-            losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-            trained = labels != IGNORE_INDEX
-            is_end = torch.isin(labels, ends.to(device)) & trained
-            for key, mask in (("all", trained), ("content", trained & ~is_end), ("end", is_end)):
+            losses, trained = token_losses(model, {k: v for k, v in batch.items() if k != "labels"},
+                                           batch["labels"])
+            is_end = torch.isin(batch["labels"][:, 1:][trained], ends.to(device))
+            for key, mask in (("all", torch.ones_like(is_end)), ("content", ~is_end), ("end", is_end)):
                 sums[key] += float(losses[mask].double().sum())
                 counts[key] += int(mask.sum())
     model.train(was_training)

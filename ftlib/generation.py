@@ -4,9 +4,9 @@ The article's loop feeds the *whole* sequence through the model for every new to
 and values for earlier positions never change, so ``generate`` keeps them (the KV cache) and feeds only the
 newest token: each step costs one token's forward pass instead of the whole sequence's.
 
-Speed also depends on the dtype: load the model with ``dtype=ftlib.device.generation_dtype()`` (bf16 on CUDA
-and on CPUs with native bf16, else fp32) or call ``to_generation_dtype(model)``. ``generate`` itself never
-casts your model. The article's no-cache loop, kept for comparison, is ``ftlib.article.article_generate``.
+Speed also depends on the dtype: load the model with ``dtype=ftlib.device.generation_dtype()`` (bf16 on CUDA;
+fp32 on CPU unless FTLIB_CPU_GENERATION_DTYPE=bf16 or auto, because there the faster one depends on the machine)
+or call ``to_generation_dtype(model)``. ``generate`` itself never casts your model. The article's no-cache loop, kept for comparison, is ``ftlib.article.article_generate``.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class SamplingSettings:
 
 
 def to_generation_dtype(model: PreTrainedModel) -> PreTrainedModel:
-    """Cast ``model`` (in place) to the fastest correct dtype for sampling on its device."""
+    """Cast ``model`` (in place) to ``ftlib.device.generation_dtype`` for its device."""
     return model.to(generation_dtype(model.device))
 
 

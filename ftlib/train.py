@@ -2,8 +2,9 @@
 
 It is the article's loop (AdamW, cosine decay, gradient clipping, cross-entropy, tqdm) plus what an ML engineer
 needs to trust a run: loss normalised by the number of *trained* tokens (so gradient accumulation and several
-processes give the same result as one big batch), warmup, bf16 autocast on CUDA, periodic eval loss,
-metrics in JSONL, atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
+processes give the same result as one big batch), warmup, bf16 autocast where the hardware runs bf16 natively
+(CUDA, AVX512-BF16/AMX CPUs), logits only where a token is trained (ftlib.loss), periodic eval loss, metrics
+in JSONL, atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
 Batches are dicts ready for ``model(**batch)`` with HF-style ``labels`` (-100 = not trained; not shifted).
 """
 from __future__ import annotations
@@ -18,12 +19,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
-from ftlib.device import pick_device, train_dtype
+from ftlib.device import train_dtype
+from ftlib.loss import token_losses
 
 
 @dataclass
@@ -43,7 +44,7 @@ class TrainConfig:
     save_final: bool = True  # a resumable checkpoint at the end (model + optimizer: ~3x the weights on disk);
     # turn off when you save the model yourself and will not resume. A SIGINT/SIGTERM stop always saves.
     seed: int = 0
-    bf16: bool | None = None  # None: autocast to bf16 on CUDA only
+    bf16: bool | None = None  # None: bf16 autocast on CUDA and on CPUs with native bf16 (ftlib.device.train_dtype)
     gradient_checkpointing: bool = False
     compile: bool = False
     progress: bool = True
@@ -82,14 +83,10 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over trained tokens and their count (labels are shifted here, HF-style)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits
-    labels = batch["labels"][:, 1:]
-    logits = logits[:, :-1]
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
-                           ignore_index=-100, reduction="sum")
-    return loss, int((labels != -100).sum())
+    """Summed cross-entropy over trained tokens and their count (labels are shifted HF-style; logits are computed
+    only where a token is trained: see ftlib.loss)."""
+    losses, mask = token_losses(model, {k: v for k, v in batch.items() if k != "labels"}, batch["labels"])
+    return losses.sum(), int(mask.sum())
 
 
 @torch.no_grad()
@@ -117,8 +114,8 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
-    dtype = (torch.bfloat16 if cfg.bf16 else None) if cfg.bf16 is not None else (
-        train_dtype(device) if device.type == "cuda" else None)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else train_dtype(device) == torch.bfloat16
+    dtype = torch.bfloat16 if bf16 else None  # autocast only: weights and optimizer state stay fp32
     rank, world = _rank_world()
     torch.manual_seed(cfg.seed)
 

@@ -42,7 +42,7 @@ def run_ftlib(samples, tokenizer, tmp_path, grad_accum):
     loader = make_dataloader(samples, "dynamic", BATCH, shuffle=False, group_by_length=False,
                              pad_token_id=tokenizer.pad_token_id)
     cfg = TrainConfig(output_dir=str(tmp_path), learning_rate=3e-3, max_steps=STEPS, grad_accum=grad_accum,
-                      progress=False, save_final=False)
+                      progress=False, save_final=False, bf16=False)  # fp32, as TRL above
     return [r["loss"] for r in train(model, loader, cfg).history], model
 
 

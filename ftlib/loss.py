@@ -1,0 +1,126 @@
+"""Per-token cross-entropy computed only where a token is trained: one function for SFT, evaluation and DPO.
+
+Why: a causal LM's head projects every position onto the vocabulary, and the loss then throws most of them away
+(prompt, padding, other turns: label -100). For Gemma-3-270M the head (640 x 262,144) is bigger than the rest of
+the network, so that waste is most of a training step. Here the model runs its own forward with
+``logits_to_keep`` = no position (its head then costs nothing) and returns its final hidden states; we keep the
+rows whose *next* label is trained and apply the head plus the model's own logit post-processing (Gemma's final
+soft-capping) to those rows only, ``chunk_rows`` at a time, with the cross-entropy in fp32. While gradients are
+recorded and there is more than one chunk, each chunk is checkpointed (its logits are recomputed in backward), so
+peak memory is one chunk of logits whatever the vocabulary.
+
+The forward is the model's own call, so DDP, FSDP2, peft and torch.compile wrappers see a normal call, and packed
+batches (4D block-causal ``attention_mask``, ``position_ids``) pass through unchanged. An architecture whose forward
+does anything else to the logits is not in ``SPLIT_MODEL_TYPES``: it takes the plain full-logits path, with one
+warning that says why.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ftlib.samples import IGNORE_INDEX
+
+# Causal LMs whose forward in transformers 5.23 is `logits = lm_head(hidden)` plus, at most, the final soft-capping
+# `cap * tanh(logits / cap)` of `config.final_logit_softcapping` (read from modeling_*.py). Not here, for example:
+# cohere (multiplies by logit_scale), granite (divides by logits_scaling).
+SPLIT_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
+                               "smollm3", "olmo2"})
+CHUNK_ELEMENTS = 2 ** 28  # logits per chunk: 1 GiB in fp32 (1024 rows of Gemma-3's 262,144-token vocabulary)
+
+_warned: set[str] = set()
+
+
+def _unwrapped(model) -> list:
+    """The model and what it wraps: DDP (``.module``), torch.compile (``._orig_mod``), peft, down to the causal LM.
+
+    FSDP2's ``fully_shard`` changes modules in place, so a sharded model is its own causal LM."""
+    chain = [model]
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+            if model.active_peft_config.is_prompt_learning:
+                return chain  # virtual tokens change the hidden states' length: not a plain causal LM
+            model = model.get_base_model()
+        else:
+            return chain
+        chain.append(model)
+
+
+def causal_lm(model):
+    """The Hugging Face causal LM inside DDP, torch.compile and peft (LoRA) wrappers."""
+    return _unwrapped(model)[-1]
+
+
+def split_reason(model) -> str | None:
+    """Why ``model``'s loss must use the full-logits path, or None when the head can be applied to trained rows only."""
+    chain = _unwrapped(model)
+    lm = chain[-1]
+    model_type = getattr(getattr(lm, "config", None), "model_type", None)
+    if model_type not in SPLIT_MODEL_TYPES:
+        return (f"model type {model_type!r} is not in ftlib.loss.SPLIT_MODEL_TYPES (causal LMs known to apply only "
+                "the LM head and soft-capping to their logits)")
+    if not callable(getattr(lm, "get_output_embeddings", None)) or lm.get_output_embeddings() is None:
+        return f"{type(lm).__name__} has no output embeddings (LM head) to apply"
+    if any("forward" in vars(m) and not hasattr(m, "_orig_mod") for m in chain):  # torch.compile is fine
+        return (f"{type(lm).__name__}.forward is replaced on the instance (e.g. accelerate's autocast wrapper), "
+                "so the head must run inside it, in whatever context the patch sets up")
+    return None
+
+
+def token_losses(model, inputs: dict, labels: torch.Tensor, chunk_rows: int | None = None,
+                 split: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 cross-entropy of every trained next token, and the ``(batch, length - 1)`` mask saying where they are.
+
+    ``inputs`` go to ``model(**inputs)`` as they are (no labels); ``labels`` are Hugging Face style (not shifted,
+    -100 = not trained): position t is scored on ``labels[:, t + 1]``. The losses come in the row-major order of the
+    mask, so ``labels[:, 1:][mask]`` are their targets. ``split=False`` forces the full-logits path (for checks).
+    """
+    mask = labels[:, 1:] != IGNORE_INDEX
+    targets = labels[:, 1:][mask]
+    inputs = {"use_cache": False, **inputs}  # a loss never needs the KV cache
+    reason = split_reason(model) if split else "split=False"
+    if reason is not None:
+        if split and reason not in _warned:
+            _warned.add(reason)
+            warnings.warn(f"ftlib.loss: computing logits at every position: {reason}", stacklevel=2)
+        logits = model(**inputs).logits[:, :-1][mask]
+        return F.cross_entropy(logits.float(), targets, reduction="none"), mask
+    lm = causal_lm(model)
+    head, cap = lm.get_output_embeddings(), getattr(lm.config, "final_logit_softcapping", None)
+    keep_none = torch.empty(0, dtype=torch.long, device=labels.device)
+    out = model(**inputs, logits_to_keep=keep_none, output_hidden_states=-1)  # -1: only the last (normed) state
+    hidden = out.hidden_states[-1]
+    if hidden.shape[:2] != labels.shape or out.logits.numel():
+        raise RuntimeError(f"ftlib.loss: {type(lm).__name__} returned hidden states {tuple(hidden.shape)} and "
+                           f"logits {tuple(out.logits.shape)} for labels {tuple(labels.shape)}; expected the last "
+                           "hidden state per token and no logits. Remove its model type from SPLIT_MODEL_TYPES.")
+    rows = hidden[:, :-1][mask]
+    size = chunk_rows or max(1, CHUNK_ELEMENTS // lm.config.vocab_size)
+    chunks = list(zip(rows.split(size), targets.split(size))) or [(rows, targets)]  # empty: keep the graph
+    recompute = len(chunks) > 1 and torch.is_grad_enabled() and rows.requires_grad
+    losses = [checkpoint(_chunk_losses, head, cap, h, t, use_reentrant=False) if recompute
+              else _chunk_losses(head, cap, h, t) for h, t in chunks]
+    return torch.cat(losses), mask
+
+
+def _chunk_losses(head: torch.nn.Module, cap: float | None, hidden: torch.Tensor,
+                  targets: torch.Tensor) -> torch.Tensor:
+    """The model's own logits for these rows (head, then soft-capping as its forward does it), then fp32 CE."""
+    logits = head(hidden)  # the module, not its weight: a LoRA layer on the head stays correct
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def sequence_logps(model, inputs: dict, labels: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
+    """Per row, the summed log-probability of its trained tokens (DPO's ``log p(reply | prompt)``), in fp32."""
+    losses, mask = token_losses(model, inputs, labels, chunk_rows)
+    rows = mask.nonzero(as_tuple=True)[0]
+    return torch.zeros(labels.shape[0], dtype=losses.dtype, device=losses.device).index_add(0, rows, -losses)
