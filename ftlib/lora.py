@@ -5,6 +5,8 @@ at zero, so training begins exactly at the pretrained model. Only A and B are tr
 """
 from __future__ import annotations
 
+import warnings
+
 from peft import LoraConfig, PeftModel, get_peft_model
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -17,7 +19,9 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0,
         raise ValueError(f"LoRA rank r must be positive, got {r}")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         task_type="CAUSAL_LM", bias="none")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def count_parameters(model) -> dict[str, int]:

@@ -1,0 +1,32 @@
+"""Notebooks 05 and 06 under the ``tiny`` profile: the hub-gpu control flow (base model without a chat template,
+full fine-tuning, saving, chatting with the result) on random-weight models of a few MB, on every CI run.
+
+nbval runs the notebooks with the offline profile and compares checked cells; this test only executes them
+top to bottom under another profile, so a path that the offline run never takes cannot rot unnoticed."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+
+
+@pytest.mark.slow
+def test_notebooks_05_and_06_run_under_the_tiny_profile(monkeypatch):
+    monkeypatch.setenv("FTLIB_PROFILE", "tiny")
+    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOKS.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    executed = {}
+    for name in ("05_sft.ipynb", "06_chat.ipynb"):
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        executed[name] = nb
+    final = NOTEBOOKS / "outputs" / "sft-chat-tiny" / "final"
+    assert (final / "model.safetensors").exists() and (final / "chat_template.jinja").exists()
+    text = "".join(o.get("text", "") for c in executed["05_sft.ipynb"].cells for o in c.get("outputs", []))
+    assert "profile tiny: base model 'tiny-base', full fine-tuning" in text
+    text = "".join(o.get("text", "") for c in executed["06_chat.ipynb"].cells for o in c.get("outputs", []))
+    assert "fine-tuned model loaded from outputs/sft-chat-tiny/final" in text
