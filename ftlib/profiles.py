@@ -50,7 +50,7 @@ PROFILES: dict[str, Profile] = {
         # the article's run: full fine-tuning in bf16 autocast, rows of 1024 tokens. 8 rows fit an 80 GB card
         # without gradient checkpointing (45 GiB measured on an H200); on a 24 GB card use batch_size 2,
         # grad_accum 4 and gradient_checkpointing (fp32 weights + grads + AdamW alone are 19.8 GB for 1.24B).
-        sft={"method": "full", "epochs": 1, "batch_size": 8, "max_length": 1024, "learning_rate": 2e-5,
+        sft={"method": "full", "epochs": 1, "batch_size": 8, "max_length": 1024, "learning_rate": 1e-4,
              "gradient_checkpointing": False, "grad_accum": 1, "max_new_tokens": 128,
              "mixture": {"instructions": 40000, "chained": 2000, "chats": 20000, "max_output_chars": 4000}},
     ),
