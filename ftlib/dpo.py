@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from ftlib.progress import progress_bar
 from transformers import PreTrainedTokenizerBase
 
 from ftlib.loss import sequence_logps as summed_logps
@@ -240,7 +240,7 @@ def train_dpo(policy, loader, config: DPOConfig, reference=None, eval_loader=Non
     scheduler = LambdaLR(optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total))
     result = DPOResult(step=0)
     batches = _forever(loader)
-    for step in tqdm(range(1, total + 1), desc="dpo", disable=not cfg.progress):
+    for step in progress_bar(range(1, total + 1), desc="dpo", disable=not cfg.progress):
         t0 = time.perf_counter()
         outs = []
         for _ in range(cfg.grad_accum):

@@ -140,12 +140,12 @@ def generate_replies(model, tokenizer, prompts: Sequence[str], max_new_tokens: i
     Stop tokens default to the model's and tokenizer's end-of-sequence ids (see ``ftlib.generation``). Pass
     ``add_special_tokens=False`` for prompts rendered by a chat template that already includes BOS.
     """
-    from tqdm.auto import tqdm
+    from ftlib.progress import progress_bar
 
     if not prompts:
         raise ValueError("no prompts given")
     replies: list[Generation] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not progress):
+    for start in progress_bar(range(0, len(prompts), batch_size), desc="generating", disable=not progress):
         chunk = list(prompts[start:start + batch_size])
         replies += generate(model, tokenizer, chunk, max_new_tokens=max_new_tokens, do_sample=False,
                             stop_token_ids=stop_token_ids, add_special_tokens=add_special_tokens,

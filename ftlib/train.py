@@ -22,6 +22,8 @@ import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
+from ftlib.progress import progress_bar
+
 from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
 from ftlib.device import train_dtype
 from ftlib.loss import token_losses
@@ -146,7 +148,7 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     stop = {"signal": None}
     handlers = _install_stop_handlers(stop)
     result = TrainResult(step=progress["step"])
-    bar = tqdm(total=total_steps, initial=progress["step"], desc="train", disable=not cfg.progress or rank != 0)
+    bar = progress_bar(total=total_steps, initial=progress["step"], desc="train", disable=not cfg.progress or rank != 0)
     log = open(out / "metrics.jsonl", "a") if rank == 0 else None
     try:
         batches = _batches_from(train_loader, progress, cfg.seed)
