@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
 from ftlib.device import train_dtype
+from ftlib.distributed import all_reduce_min, all_reduce_sum, barrier, rank_world
 from ftlib.loss import token_losses
 
 
@@ -95,16 +95,16 @@ def evaluate_loss(model, loader, device: torch.device | None = None, dtype: torc
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, count = torch.zeros((), dtype=torch.float64), 0
+    total, count = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
         with _autocast(device, dtype):
             loss, n = token_loss_sum(model, batch)
-        total += loss.double().cpu()
+        total += float(loss)
         count += n
-    total, count = _all_reduce_sum(total, count)
+    total, count = all_reduce_sum([total, count])
     model.train(was_training)
-    return float(total / max(count, 1))
+    return total / max(count, 1)
 
 
 def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bool = False,
@@ -116,7 +116,7 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     device = next(model.parameters()).device
     bf16 = cfg.bf16 if cfg.bf16 is not None else train_dtype(device) == torch.bfloat16
     dtype = torch.bfloat16 if bf16 else None  # autocast only: weights and optimizer state stay fp32
-    rank, world = _rank_world()
+    rank, world = rank_world()
     torch.manual_seed(cfg.seed)
 
     if cfg.gradient_checkpointing:
@@ -124,10 +124,8 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     model.train()
     steps_per_epoch = len(train_loader) // cfg.grad_accum
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    if world > 1 and not cfg.max_steps:  # shards may differ by a batch: every process must stop at the same step
-        t = torch.tensor([total_steps], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        total_steps = int(t)
+    if not cfg.max_steps:  # shards may differ by a batch: every process must stop at the same step
+        total_steps = all_reduce_min(total_steps)
     if total_steps <= 0:
         raise ValueError(f"nothing to train: {len(train_loader)} batches with grad_accum={cfg.grad_accum}")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -160,7 +158,7 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
             progress["batch"] += len(micro)
             micro = [to_device(b, device) for b in micro]
             n_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
-            _, n_tokens = _all_reduce_sum(torch.zeros(()), n_tokens)
+            n_tokens = int(all_reduce_sum([n_tokens])[0])
             loss_sum = torch.zeros((), device=device)
             for i, batch in enumerate(micro):
                 sync = i == len(micro) - 1 or world == 1
@@ -169,8 +167,7 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
                     # DDP averages gradients over processes; scale so the result is sum / all tokens.
                     (loss * world / max(n_tokens, 1)).backward()
                 loss_sum += loss.detach()
-            total_loss, _ = _all_reduce_sum(loss_sum.double().cpu(), 0)
-            step_loss = float(total_loss) / max(n_tokens, 1)
+            step_loss = all_reduce_sum([float(loss_sum)])[0] / max(n_tokens, 1)
             if not math.isfinite(step_loss):
                 raise TrainingDiverged(
                     f"loss became {step_loss} at step {progress['step'] + 1}; training stopped and the last "
@@ -213,8 +210,7 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
 
 def _save(out, model, optimizer, scheduler, progress):
     save_checkpoint(out, model, optimizer, scheduler, dict(progress))  # every process: rank 0 writes
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    barrier()
 
 
 def _batches_from(loader, progress: dict, seed: int):
@@ -244,22 +240,6 @@ def _no_sync(model, sync: bool):
     if not sync and hasattr(model, "no_sync"):
         return model.no_sync()  # skip the gradient all-reduce on all but the last micro-batch
     return contextlib.nullcontext()
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_sum(value: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return value, count
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([float(value), float(count)], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    t = t.cpu()
-    return t[0], int(t[1])
 
 
 def _install_stop_handlers(stop: dict) -> dict:

@@ -223,7 +223,9 @@ def test_saved_model_reloads_and_generates(tmp_path, tokenizer):
     from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 
     m = tiny_llama_for(tokenizer)
+    own_template = tokenizer.chat_template
     path = save_finetuned(m, tokenizer, tmp_path / "out", chat_template=ARTICLE_CHAT_TEMPLATE)
+    assert tokenizer.chat_template == own_template  # saved with the article's; the caller's tokenizer untouched
     assert sorted(p.name for p in path.glob("*.safetensors")) == ["model.safetensors"]
     assert not list(path.glob("*.pth")) and not list(path.glob("*.bin"))
     again = AutoModelForCausalLM.from_pretrained(path)
