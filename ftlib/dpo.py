@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ftlib.loss import sequence_logps as summed_logps
-from ftlib.samples import IGNORE_INDEX, SampleError, assistant_char_spans, validate_messages
+from ftlib.samples import IGNORE_INDEX, SampleError, assistant_char_spans, pad_token_id, validate_messages
 from ftlib.train import lr_lambda
 
 PAIR_KEYS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -123,9 +123,8 @@ def make_preference_loader(pairs: datasets.Dataset, tokenizer: PreTrainedTokeniz
                            shuffle: bool = True, seed: int = 0) -> DataLoader:
     """A DataLoader of preference batches (``batch_size`` pairs = ``2 * batch_size`` rows)."""
     rows = pairs.select_columns(list(PAIR_KEYS)).to_list()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
-                      collate_fn=PreferenceCollator(pad))
+                      collate_fn=PreferenceCollator(pad_token_id(tokenizer)))
 
 
 # ---------------------------------------------------------------- the loss

@@ -26,7 +26,7 @@ import yaml
 
 from ftlib import data as ftdata
 from ftlib.data import DataError
-from ftlib.samples import tokenise_dataset
+from ftlib.samples import pad_token_id, tokenise_dataset
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 from ftlib.train import TrainConfig, train
 
@@ -134,7 +134,7 @@ def run(cfg: SFTConfig) -> Path:
                         f"{cfg.max_length}, e.g. {reason}; raise --max-length or shorten the responses")
     model = _config_step(f"model {cfg.model!r}", load_model, cfg.model, cfg.profile, dtype=torch.float32,
                          device=device)[0]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     # every process builds the same loader of *global* batches and trains on its block of rows of each
     loader = make_dataloader(train_tok, cfg.strategy, cfg.batch_size * world, cfg.max_length, shuffle=True,
                              seed=cfg.train.seed, pad_token_id=pad)
