@@ -49,8 +49,8 @@ _LIMITS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
 
 
 def validate(config: Any) -> None:
-    """Check (and normalise: int -> float, list -> tuple, Path -> str) every field of a config dataclass against its type hint
-    and bounds; raise ConfigError naming the first bad key."""
+    """Check every field of a config dataclass against its type hint and bounds, normalising on the way (int ->
+    float, list -> tuple, Path -> str); raise ConfigError naming the first bad key."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = _conform(f.name, getattr(config, f.name), hints[f.name])
@@ -156,7 +156,7 @@ def run_record(config: dict, changed_on_resume: dict | None = None) -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     record = {"config": _plain(config), "versions": versions, "git_commit": _git_commit(),
-              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+              "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     if changed_on_resume:
         record["changed_on_resume"] = changed_on_resume
     return record

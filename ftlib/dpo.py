@@ -16,8 +16,9 @@ the batch layout (chosen rows first, then rejected rows, a ``completion_mask`` m
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import datasets
 import torch

@@ -6,7 +6,8 @@ newest token: each step costs one token's forward pass instead of the whole sequ
 
 Speed also depends on the dtype: load the model with ``dtype=ftlib.device.generation_dtype()`` (bf16 on CUDA;
 fp32 on CPU unless FTLIB_CPU_GENERATION_DTYPE=bf16 or auto, because there the faster one depends on the machine)
-or call ``to_generation_dtype(model)``. ``generate`` itself never casts your model. The article's no-cache loop, kept for comparison, is ``ftlib.article.article_generate``.
+or call ``to_generation_dtype(model)``. ``generate`` itself never casts your model. The article's no-cache loop,
+kept for comparison, is ``ftlib.article.article_generate``.
 """
 from __future__ import annotations
 
@@ -22,8 +23,14 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from ftlib.device import generation_dtype
 from ftlib.samples import pad_token_id
 from ftlib.sampling import (
-    _check_penalty, _check_temperature, _check_top_k, _check_top_p, apply_repetition_penalty, apply_temperature,
-    apply_top_k, apply_top_p,
+    _check_penalty,
+    _check_temperature,
+    _check_top_k,
+    _check_top_p,
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
 )
 
 
@@ -245,7 +252,8 @@ def generate(
             out.token_ids.append(token)
             if token in stops:
                 out.finish_reason, done[row] = "eos", True
-            elif stop_strings and _find_stop(_decode(tokenizer, out.token_ids[-tail:], False), stop_strings) is not None:
+            elif stop_strings and _find_stop(_decode(tokenizer, out.token_ids[-tail:], False),
+                                             stop_strings) is not None:
                 out.finish_reason, done[row] = "stop_string", True
         if all(done):
             steps.close()

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
-
 from transformers import AutoModelForCausalLM
 
 from ftlib.checkpoint import is_sharded, latest_checkpoint, load_weights, save_finetuned

@@ -1,6 +1,5 @@
 """ftlib.dpo: the loss equals TRL's DPOTrainer on the same batch; tokenisation, batching and training behave."""
 import math
-
 import os
 import signal
 

@@ -21,7 +21,7 @@ VOCAB = 64
 def make_samples(n=24, length=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         ids = torch.randint(3, VOCAB, (length,), generator=g)
         labels = ids.clone()
         labels[: length // 3] = -100  # a "prompt" that is not trained on
@@ -267,8 +267,8 @@ def test_adapter_on_disk_is_a_small_fraction_of_the_merged_model(tmp_path, token
 def test_saved_model_reloads_and_generates(tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftlib.testing import tiny_llama_for
     from ftlib.templates import ARTICLE_CHAT_TEMPLATE
+    from ftlib.testing import tiny_llama_for
 
     m = tiny_llama_for(tokenizer)
     own_template = tokenizer.chat_template
