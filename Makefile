@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.ftlib-installed
 NBVAL  := --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 --sanitize-with notebooks/sanitize.cfg
 PORT   ?= 8888
 
-.PHONY: lab test unit notebooks assets setup bench clean
+.PHONY: lab test lint unit notebooks assets setup bench clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,10 @@ unit: assets
 notebooks: assets
 	$(BIN)/python -m pytest -q $(NBVAL) notebooks/
 
-test: unit notebooks
+lint: $(STAMP)
+	$(BIN)/ruff check ftlib tests benchmarks
+
+test: lint unit notebooks
 
 bench: assets
 	$(BIN)/python -m benchmarks.generation

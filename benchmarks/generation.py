@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from ftlib.device import generation_dtype, pick_device
 from ftlib.article import article_generate
+from ftlib.device import generation_dtype, pick_device
 from ftlib.generation import generate
 from ftlib.models import load_model
 from ftlib.profiles import get_profile

@@ -7,7 +7,8 @@ kept), shuffled once and then read in the same order by both, so the dynamic-pad
 fp32 on CPU / bf16 autocast on CUDA; AdamW, cosine decay, clipping and weight-decay groups alike; no gradient
 checkpointing (TRL's SFTConfig turns it on by default; we turn it off so both do the same work). Their loss
 curves should then agree step by step, which checks that the two loops compute the same thing. Throughput counts
-*real* (non-pad) tokens per second of training; the first step of each run is excluded as warm-up. On CUDA it also prints MFU:
+*real* (non-pad) tokens per second of training; the first step of each run is excluded as warm-up. On CUDA it also
+prints MFU:
 6 x parameters x real tokens / time / peak bf16 FLOP/s (attention FLOPs ignored, so a slight underestimate).
 """
 from __future__ import annotations

@@ -17,8 +17,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ftlib.generation import _decode
-from ftlib.sampling import _check_temperature, apply_repetition_penalty, apply_top_k
 from ftlib.samples import IGNORE_INDEX
+from ftlib.sampling import _check_temperature, apply_repetition_penalty, apply_top_k
 from ftlib.templates import ALPACA_PROMPT_INPUT
 
 if TYPE_CHECKING:

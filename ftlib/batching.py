@@ -26,7 +26,8 @@ with torch's ``DistributedSampler``); a loop of your own must do the same to get
 from __future__ import annotations
 
 import bisect
-from typing import Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler

@@ -114,7 +114,8 @@ class ChatSession:
                 started = bool(piece)
             if piece:
                 yield piece
-        self.last_reply = Reply(stream.text.strip(), stream.finish_reason, len(self.tokenizer(prompt, add_special_tokens=False).input_ids))
+        n_prompt = len(self.tokenizer(prompt, add_special_tokens=False).input_ids)
+        self.last_reply = Reply(stream.text.strip(), stream.finish_reason, n_prompt)
         self.messages.append({"role": "assistant", "content": self.last_reply.text})
 
     def send(self, user_message: str) -> Reply:

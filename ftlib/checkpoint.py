@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file, load_model, save_file, save_model
+
+from ftlib.distributed import rank
 
 WEIGHTS = "model.safetensors"
 LATEST = "latest"
@@ -73,10 +74,6 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def is_sharded(model) -> bool:
     """True for an FSDP2 model: its parameters are DTensors, each process holding a slice."""
     from torch.distributed.tensor import DTensor
@@ -105,7 +102,7 @@ def save_checkpoint(output_dir: Path, model, optimizer, scheduler, progress: dic
     final = output_dir / f"checkpoint-{progress['step']}"
     sharded = is_sharded(model)
     weights, optim = _full_state(model, optimizer) if sharded else (None, None)
-    if _rank() != 0:
+    if rank() != 0:
         return final
     optim = optim if sharded else optimizer.state_dict()
     tmp = atomic_dir(final)
@@ -188,20 +185,22 @@ def save_finetuned(model, tokenizer, output_dir: str | Path, chat_template: str 
     """
     final = Path(output_dir)
     weights = _full_state(model)[0] if is_sharded(model) else None
-    if _rank() != 0:
+    if rank() != 0:
         return final
     model = unwrap(model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    callers_template = tokenizer.chat_template  # saved with the given template; the caller's tokenizer keeps its own
     tmp = atomic_dir(final)
     try:
         model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
         tokenizer.save_pretrained(tmp)
         commit_dir(tmp, final)
     finally:
+        tokenizer.chat_template = callers_template
         shutil.rmtree(tmp, ignore_errors=True)
     return final

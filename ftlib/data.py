@@ -97,7 +97,8 @@ def load_identity(name: str, author: str, profile: Profile | str | None = None) 
     ds = load_instructions(profile, role="identity")
 
     def fill(row):
-        return {k: row[k].replace("{{name}}", name).replace("{{author}}", author) for k in ("instruction", "input", "output")}
+        return {k: row[k].replace("{{name}}", name).replace("{{author}}", author)
+                for k in ("instruction", "input", "output")}
 
     return ds.map(fill)
 

@@ -10,7 +10,6 @@ import os
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -25,14 +24,14 @@ def init_distributed() -> tuple[int, int, torch.device]:
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
-    if not dist.is_initialized():
+    if not is_distributed():
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size(), device
 
 
 def wrap_model(model, device: torch.device, fsdp: bool = False):
     """DDP (replicate the model) or FSDP2 (shard it: for models that do not fit one GPU)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return model
     if fsdp:
         from torch.distributed.fsdp import fully_shard
@@ -45,15 +44,44 @@ def wrap_model(model, device: torch.device, fsdp: bool = False):
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def shard_sampler(dataset, shuffle: bool, seed: int) -> DistributedSampler | None:
-    """Each process sees its own slice of every epoch; None when running as a single process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return None
-    return DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=True)
+def is_distributed() -> bool:
+    """True inside a process group (torchrun, accelerate, or ``init_distributed`` under a launcher)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) for a plain single process."""
+    return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+
+
+def rank() -> int:
+    return rank_world()[0]
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Element-wise sum over processes (float64; on the GPU for NCCL); the values themselves when alone."""
+    if not is_distributed():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def all_reduce_min(value: int) -> int:
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t)
 
 
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
 
 

@@ -16,22 +16,20 @@ the batch layout (chosen rows first, then rejected rows, a ``completion_mask`` m
 from __future__ import annotations
 
 import contextlib
-import math
-import time
-from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import datasets
 import torch
 import torch.nn.functional as F
-from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
-from ftlib.progress import progress_bar
 from transformers import PreTrainedTokenizerBase
 
+from ftlib.config import option
 from ftlib.loss import sequence_logps as summed_logps
-from ftlib.samples import IGNORE_INDEX, SampleError, assistant_char_spans, validate_messages
-from ftlib.train import lr_lambda
+from ftlib.samples import IGNORE_INDEX, SampleError, assistant_char_spans, pad_token_id, validate_messages
+from ftlib.train import Objective, TrainConfig, TrainResult, to_device, train
 
 PAIR_KEYS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
@@ -123,9 +121,8 @@ def make_preference_loader(pairs: datasets.Dataset, tokenizer: PreTrainedTokeniz
                            shuffle: bool = True, seed: int = 0) -> DataLoader:
     """A DataLoader of preference batches (``batch_size`` pairs = ``2 * batch_size`` rows)."""
     rows = pairs.select_columns(list(PAIR_KEYS)).to_list()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
-                      collate_fn=PreferenceCollator(pad))
+                      collate_fn=PreferenceCollator(pad_token_id(tokenizer)))
 
 
 # ---------------------------------------------------------------- the loss
@@ -189,88 +186,81 @@ def compute_dpo_loss(policy, batch: dict, reference=None, beta: float = 0.1) -> 
     return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
 
 
-# ---------------------------------------------------------------- a plain training loop
-@dataclass
-class DPOConfig:
-    beta: float = 0.1
-    learning_rate: float = 5e-6
-    weight_decay: float = 0.0
-    schedule: str = "linear"  # "cosine" | "linear" | "constant" (ftlib.train.lr_lambda)
-    warmup_steps: int = 0
-    max_steps: int | None = None  # None: one pass over the loader
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    eval_every: int = 0  # 0: only at the end (when an eval loader is given)
-    seed: int = 0
-    progress: bool = True
+# ---------------------------------------------------------------- training: ftlib.train's loop, DPO's objective
+class DPOObjective(Objective):
+    """The DPO loss as an objective of ``ftlib.train.train``: the unit is a pair, so a step's loss is the mean over
+    its pairs whatever the batch sizes, and the margin, reward accuracy and rewards are logged beside it."""
+
+    name = "dpo"
+    unit = "pairs"
+
+    def __init__(self, reference=None, beta: float = 0.1):
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        self.reference, self.beta = reference, beta
+
+    def prepare(self, model) -> None:
+        if self.reference is not None:
+            self.reference.eval().requires_grad_(False)
+        elif not hasattr(model, "disable_adapter"):
+            reference_context(model, None)  # raises: no reference and no adapters to switch off, said before step 1
+
+    def units(self, batch: dict) -> int:
+        return batch["input_ids"].shape[0] // 2  # chosen rows, then as many rejected rows
+
+    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        out = compute_dpo_loss(model, batch, self.reference, self.beta)
+        n = out.margins.numel()
+        sums = {"margin": out.margins.sum(), "accuracy": (out.margins > 0).sum(),
+                "chosen_reward": out.chosen_rewards.sum(), "rejected_reward": out.rejected_rewards.sum()}
+        return out.loss * n, n, sums
+
+    def evaluate(self, model, loader, dtype: torch.dtype | None = None) -> dict[str, float]:
+        return evaluate_dpo(model, loader, self.reference, self.beta, dtype=dtype)
 
 
 @dataclass
-class DPOResult:
-    step: int
-    history: list[dict] = field(default_factory=list)
+class DPOConfig(TrainConfig):
+    """``TrainConfig`` with DPO's defaults: a small learning rate, linear decay, torch's AdamW betas, no decay."""
+
+    output_dir: str = option("outputs/dpo", "where metrics.jsonl, run_config.json and checkpoints go")
+    learning_rate: float = option(5e-6, "peak learning rate", gt=0)
+    weight_decay: float = option(0.0, "AdamW weight decay (not on norms and biases)", ge=0)
+    betas: tuple[float, float] = option((0.9, 0.999), "AdamW betas", ge=0, lt=1)
+    schedule: Literal["cosine", "linear", "constant"] = option("linear", "decay after warmup")
+    save_final: bool = option(False, "a resumable checkpoint at the end (the whole policy + optimizer); "
+                                     "a SIGINT/SIGTERM stop always saves")
+    beta: float = option(0.1, "how far the policy may move from the reference (small: far)", gt=0)
+
+
+DPOResult = TrainResult  # the name train_dpo's result had before it ran on ftlib.train
 
 
 @torch.no_grad()
-def evaluate_dpo(policy, loader, reference=None, beta: float = 0.1) -> dict[str, float]:
-    """Loss, mean margin and reward accuracy over held-out pairs (each pair weighted equally)."""
+def evaluate_dpo(policy, loader, reference=None, beta: float = 0.1,
+                 dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Loss, mean margin and reward accuracy over held-out pairs (each pair weighted equally); ``dtype``:
+    autocast to it (as training does)."""
     was_training = policy.training
     policy.eval()
     device = next(policy.parameters()).device
-    outs = [compute_dpo_loss(policy, {k: v.to(device) for k, v in b.items()}, reference, beta) for b in loader]
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    with autocast:
+        outs = [compute_dpo_loss(policy, to_device(b, device), reference, beta) for b in loader]
     policy.train(was_training)
     chosen = torch.cat([o.chosen_rewards for o in outs])
     rejected = torch.cat([o.rejected_rewards for o in outs])
     return DPOOutput(-F.logsigmoid(chosen - rejected).mean(), chosen, rejected).metrics()
 
 
-def train_dpo(policy, loader, config: DPOConfig, reference=None, eval_loader=None) -> DPOResult:
-    """Train ``policy`` in place with DPO; the reference (if given) is frozen. Returns per-step metrics."""
-    cfg = config
-    torch.manual_seed(cfg.seed)
-    device = next(policy.parameters()).device
-    if reference is not None:
-        reference.eval().requires_grad_(False)
-    policy.train()
-    total = cfg.max_steps or len(loader) // cfg.grad_accum
-    if total <= 0:
-        raise ValueError(f"nothing to train: {len(loader)} batches with grad_accum={cfg.grad_accum}")
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = LambdaLR(optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total))
-    result = DPOResult(step=0)
-    batches = _forever(loader)
-    for step in progress_bar(range(1, total + 1), desc="dpo", disable=not cfg.progress):
-        t0 = time.perf_counter()
-        outs = []
-        for _ in range(cfg.grad_accum):
-            batch = {k: v.to(device) for k, v in next(batches).items()}
-            out = compute_dpo_loss(policy, batch, reference, cfg.beta)
-            (out.loss / cfg.grad_accum).backward()
-            outs.append(out)
-        chosen = torch.cat([o.chosen_rewards for o in outs])
-        rejected = torch.cat([o.rejected_rewards for o in outs])
-        row = DPOOutput(torch.stack([o.loss.detach() for o in outs]).mean(), chosen, rejected).metrics()
-        if not math.isfinite(row["loss"]):
-            raise FloatingPointError(f"DPO loss became {row['loss']} at step {step}; lower the learning rate")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        row.update(step=step, lr=lr, grad_norm=grad_norm, seconds=time.perf_counter() - t0)
-        if eval_loader is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
-            row.update({f"eval_{k}": v for k, v in evaluate_dpo(policy, eval_loader, reference, cfg.beta).items()})
-        result.history.append(row)
-        result.step = step
+def train_dpo(policy, loader, config: DPOConfig, reference=None, eval_loader=None, resume: bool = False,
+              resume_force: bool = False) -> TrainResult:
+    """Train ``policy`` in place with DPO on ``ftlib.train.train`` (checkpoints, resume, SIGINT save, autocast,
+    the NaN stop); the reference (if given) is frozen. Returns per-step metrics; the policy is left in eval mode."""
+    result = train(policy, loader, config, eval_loader=eval_loader, resume=resume, resume_force=resume_force,
+                   objective=DPOObjective(reference, config.beta))
     policy.eval()
     return result
-
-
-def _forever(loader):
-    """Batches without end: a new pass (new shuffle) each time the loader is exhausted."""
-    while True:
-        yield from loader
 
 
 def plot_dpo(history: list[dict], axes=None):

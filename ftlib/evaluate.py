@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Collection, Sequence
 
 import numpy as np
 import torch
@@ -159,7 +159,7 @@ def probe_table(reports: dict[str, GenerationReport], width: int = 70) -> str:
     names = list(reports)
     first = reports[names[0]]
     lines = []
-    for i, prompt in enumerate(first.prompts):
+    for i in range(len(first.prompts)):
         lines.append(f"### probe {i + 1}")
         for name in names:
             reply = reports[name].replies[i]

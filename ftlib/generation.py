@@ -6,7 +6,8 @@ newest token: each step costs one token's forward pass instead of the whole sequ
 
 Speed also depends on the dtype: load the model with ``dtype=ftlib.device.generation_dtype()`` (bf16 on CUDA;
 fp32 on CPU unless FTLIB_CPU_GENERATION_DTYPE=bf16 or auto, because there the faster one depends on the machine)
-or call ``to_generation_dtype(model)``. ``generate`` itself never casts your model. The article's no-cache loop, kept for comparison, is ``ftlib.article.article_generate``.
+or call ``to_generation_dtype(model)``. ``generate`` itself never casts your model. The article's no-cache loop,
+kept for comparison, is ``ftlib.article.article_generate``.
 """
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ftlib.device import generation_dtype
+from ftlib.samples import pad_token_id
 from ftlib.sampling import (
-    _check_penalty, _check_temperature, _check_top_k, _check_top_p, apply_repetition_penalty, apply_temperature,
-    apply_top_k, apply_top_p,
+    _check_penalty,
+    _check_temperature,
+    _check_top_k,
+    _check_top_p,
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
 )
 
 
@@ -106,7 +114,7 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], m
     if longest >= limit:
         raise ValueError(f"A prompt has {longest} tokens but the model's context is {limit} tokens, leaving no "
                          "room to generate: shorten the prompt (or drop old chat turns).")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     input_ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows], device=model.device)
     mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows], device=model.device)
     return input_ids, mask
@@ -162,19 +170,37 @@ def _held_back(text: str, stop_strings: Sequence[str]) -> int:
     return hold
 
 
-def _prepare(model, tokenizer, prompts, max_new_tokens, settings, stop_token_ids, stop_strings, seed,
-             add_special_tokens):
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
-    stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
-    if any(not s for s in stop_strings):
-        raise ValueError("stop_strings must not contain an empty string (it would stop before the first token).")
-    input_ids, mask = encode_prompts(tokenizer, prompts, model, add_special_tokens)
-    max_new_tokens = min(max_new_tokens, context_length(model) - input_ids.shape[1])
-    stops = default_stop_token_ids(model, tokenizer) if stop_token_ids is None else set(stop_token_ids)
-    generator = None if seed is None else torch.Generator(device=model.device).manual_seed(seed)
+@dataclass(frozen=True)
+class StopSettings:
+    """When one ``generate`` call stops, and how its prompts are encoded and its draws seeded; validated once."""
+
+    max_new_tokens: int = 100
+    stop_token_ids: frozenset[int] | None = None  # None: the model's end-of-sequence ids
+    stop_strings: tuple[str, ...] = ()
+    seed: int | None = None
+    add_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+        strings = self.stop_strings
+        strings = (strings,) if isinstance(strings, str) else tuple(strings or ())
+        if any(not s for s in strings):
+            raise ValueError("stop_strings must not contain an empty string (it would stop before the first token).")
+        object.__setattr__(self, "stop_strings", strings)
+        if self.stop_token_ids is not None:
+            object.__setattr__(self, "stop_token_ids", frozenset(self.stop_token_ids))
+
+
+def _prepare(model, tokenizer, prompts: list[str], settings: SamplingSettings,
+             stop: StopSettings) -> tuple[Iterator[Tensor], set[int], list[str]]:
+    """The token iterator for ``prompts``, the stop ids and the stop strings."""
+    input_ids, mask = encode_prompts(tokenizer, prompts, model, stop.add_special_tokens)
+    max_new_tokens = min(stop.max_new_tokens, context_length(model) - input_ids.shape[1])
+    stops = default_stop_token_ids(model, tokenizer) if stop.stop_token_ids is None else set(stop.stop_token_ids)
+    generator = None if stop.seed is None else torch.Generator(device=model.device).manual_seed(stop.seed)
     steps = token_steps(model, input_ids, mask, max_new_tokens, settings, generator)
-    return steps, stops, stop_strings
+    return steps, stops, list(stop.stop_strings)
 
 
 def _decode(tokenizer, ids: list[int], skip_special_tokens: bool = True) -> str:
@@ -213,8 +239,8 @@ def generate(
     single = isinstance(prompt_or_prompts, str)
     prompts = [prompt_or_prompts] if single else list(prompt_or_prompts)
     settings = SamplingSettings(do_sample, temperature, top_k, top_p, repetition_penalty, repetition_penalty_range)
-    steps, stops, stop_strings = _prepare(model, tokenizer, prompts, max_new_tokens, settings, stop_token_ids,
-                                          stop_strings, seed, add_special_tokens)
+    stop = StopSettings(max_new_tokens, stop_token_ids, stop_strings, seed, add_special_tokens)
+    steps, stops, stop_strings = _prepare(model, tokenizer, prompts, settings, stop)
     tail = max((len(s) for s in stop_strings), default=0) + 4  # tokens enough to hold any stop string
     outputs = [Generation("", []) for _ in prompts]
     done = [False] * len(prompts)
@@ -226,7 +252,8 @@ def generate(
             out.token_ids.append(token)
             if token in stops:
                 out.finish_reason, done[row] = "eos", True
-            elif stop_strings and _find_stop(_decode(tokenizer, out.token_ids[-tail:], False), stop_strings) is not None:
+            elif stop_strings and _find_stop(_decode(tokenizer, out.token_ids[-tail:], False),
+                                             stop_strings) is not None:
                 out.finish_reason, done[row] = "stop_string", True
         if all(done):
             steps.close()
@@ -301,6 +328,6 @@ def stream_generate(
     if not isinstance(prompt, str):
         raise ValueError("stream_generate takes one prompt (a string); use generate for a batch.")
     settings = SamplingSettings(do_sample, temperature, top_k, top_p, repetition_penalty, repetition_penalty_range)
-    steps, stops, stop_strings = _prepare(model, tokenizer, [prompt], max_new_tokens, settings, stop_token_ids,
-                                          stop_strings, seed, add_special_tokens)
+    stop = StopSettings(max_new_tokens, stop_token_ids, stop_strings, seed, add_special_tokens)
+    steps, stops, stop_strings = _prepare(model, tokenizer, [prompt], settings, stop)
     return TextStream(steps, tokenizer, stops, stop_strings)

@@ -37,6 +37,15 @@ ROLES = ("system", "user", "assistant")
 Overlong = Literal["error", "drop", "truncate"]
 
 
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id to pad with: the tokenizer's pad token, else its EOS (SmolLM2 pads with EOS). Safe either way,
+    because padding is masked by position, never by id (see the module docstring)."""
+    for pad in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if pad is not None:
+            return pad
+    raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
+
+
 # ---------------------------------------------------------------- validation
 def _text(record: Any, key: str, index: int | None, required: bool = True) -> str:
     if not isinstance(record, dict):
@@ -132,17 +141,34 @@ def assistant_char_spans(tokenizer: PreTrainedTokenizerBase, messages: list[dict
 
 
 # ---------------------------------------------------------------- assembly
-def _finish(ids: list[int], spans: list[tuple[int, int]], tokenizer: PreTrainedTokenizerBase, train_on_prompt: bool,
-            max_length: int | None, overlong: Overlong, index: int | None) -> tuple[dict | None, int]:
+@dataclass(frozen=True)
+class SampleSettings:
+    """How records become samples: the options one ``tokenise_*`` call applies to every record, checked once."""
+
+    style: str = "alpaca"  # Alpaca records: ftlib.templates.format_alpaca's style
+    chat_template: str | None = None  # chats: None = the tokenizer's own
+    end_token: str | None = None  # chats: the end-of-turn token (None = the tokenizer's EOS)
+    train_on_prompt: bool = False
+    max_length: int | None = None
+    overlong: Overlong = "error"
+    on_error: Literal["raise", "skip"] = "raise"
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip") or self.overlong not in ("error", "drop", "truncate"):
+            raise ValueError("on_error must be 'raise' or 'skip'; overlong must be 'error', 'drop' or 'truncate'")
+
+
+def _finish(ids: list[int], spans: list[tuple[int, int]], tokenizer: PreTrainedTokenizerBase,
+            settings: SampleSettings, index: int | None) -> tuple[dict | None, int]:
     """Apply the over-length policy, then build the sample. ``spans``: ``[start, end)`` token ranges to train on.
 
     Returns ``(sample or None if dropped, number of prompt tokens cut)``.
     """
-    cut = 0
+    cut, max_length = 0, settings.max_length
     if max_length is not None and len(ids) > max_length:
-        if overlong == "drop":
+        if settings.overlong == "drop":
             return None, 0
-        if overlong != "truncate":
+        if settings.overlong != "truncate":
             raise SampleError(index, "input_ids", f"is {len(ids)} tokens, longer than max_length={max_length}; "
                                                   "raise max_length or pass overlong='truncate' or 'drop'")
         head = 1 if ids and ids[0] == tokenizer.bos_token_id else 0
@@ -153,7 +179,7 @@ def _finish(ids: list[int], spans: list[tuple[int, int]], tokenizer: PreTrainedT
                                                   f"more than max_length={max_length}; it cannot be kept whole")
         ids = ids[:head] + ids[head + cut:]
         spans = [(a - cut, b - cut) for a, b in spans if a >= head + cut]  # a partly cut response is not trained
-    if train_on_prompt:
+    if settings.train_on_prompt:
         labels = list(ids)
     else:
         labels = [IGNORE_INDEX] * len(ids)
@@ -176,19 +202,23 @@ def tokenise_instruction(record: dict, tokenizer: PreTrainedTokenizerBase, style
                          train_on_prompt: bool = False, max_length: int | None = None,
                          overlong: Overlong = "error", index: int | None = None) -> dict | None:
     """One Alpaca record to a sample (None if dropped). Same code path as the batched ``tokenise_dataset``."""
-    return _instruction_batch([record], [index], tokenizer, style, train_on_prompt, max_length, overlong,
-                              "raise")[0][0]
+    settings = SampleSettings(style=style, train_on_prompt=train_on_prompt, max_length=max_length,
+                              overlong=overlong)
+    return _instruction_batch([record], [index], tokenizer, settings)[0][0]
 
 
 def tokenise_chat(messages: list[dict], tokenizer: PreTrainedTokenizerBase, chat_template: str | None = None,
                   train_on_prompt: bool = False, max_length: int | None = None, overlong: Overlong = "error",
                   end_token: str | None = None, index: int | None = None) -> dict | None:
     """One chat to a sample (None if dropped): every non-assistant token masked unless ``train_on_prompt``."""
-    return _chat_batch([messages], [index], tokenizer, chat_template, end_token, train_on_prompt, max_length,
-                       overlong, "raise")[0][0]
+    settings = SampleSettings(chat_template=chat_template, end_token=end_token, train_on_prompt=train_on_prompt,
+                              max_length=max_length, overlong=overlong)
+    return _chat_batch([messages], [index], tokenizer, settings)[0][0]
 
 
-def _instruction_batch(records, indices, tokenizer, style, train_on_prompt, max_length, overlong, on_error):
+def _instruction_batch(records: list, indices: list[int | None], tokenizer: PreTrainedTokenizerBase,
+                       settings: SampleSettings) -> list[tuple[dict | None, int, str]]:
+    """``(sample or None, prompt tokens cut, why it was dropped or "")`` per record."""
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos_token; set one so responses can end")
     results: list = [None] * len(records)
@@ -198,29 +228,29 @@ def _instruction_batch(records, indices, tokenizer, style, train_on_prompt, max_
             validate_instruction(r, i)
             valid.append(k)
         except SampleError as e:
-            if on_error != "skip":
+            if settings.on_error != "skip":
                 raise
             results[k] = (None, 0, str(e))
-    pairs = [format_alpaca(records[k], style) for k in valid]
+    pairs = [format_alpaca(records[k], settings.style) for k in valid]
     prompts = _encode(tokenizer, [p for p, _ in pairs], add_special_tokens=True)
     responses = _encode(tokenizer, [r for _, r in pairs], add_special_tokens=False)
     for k, p, r in zip(valid, prompts, responses):
         ids = p + r + [tokenizer.eos_token_id]
-        results[k] = _guarded(ids, [(len(p), len(ids))], tokenizer, train_on_prompt, max_length, overlong,
-                              indices[k], on_error)
+        results[k] = _guarded(ids, [(len(p), len(ids))], tokenizer, settings, indices[k])
     return results
 
 
-def _chat_batch(chats, indices, tokenizer, chat_template, end_token, train_on_prompt, max_length, overlong,
-                on_error):
+def _chat_batch(chats: list, indices: list[int | None], tokenizer: PreTrainedTokenizerBase,
+                settings: SampleSettings) -> list[tuple[dict | None, int, str]]:
+    """``_instruction_batch`` for chats: the assistant spans of each rendered chat are trained on."""
     results: list = [None] * len(chats)
     valid, texts, char_spans = [], [], []
     for k, (messages, i) in enumerate(zip(chats, indices)):
         try:
             validate_messages(messages, i)
-            text, spans = assistant_char_spans(tokenizer, messages, chat_template, end_token)
+            text, spans = assistant_char_spans(tokenizer, messages, settings.chat_template, settings.end_token)
         except SampleError as e:
-            if on_error != "skip":
+            if settings.on_error != "skip":
                 raise
             results[k] = (None, 0, str(e))
             continue
@@ -230,16 +260,18 @@ def _chat_batch(chats, indices, tokenizer, chat_template, end_token, train_on_pr
         ids, offsets, spans = enc.input_ids[n], enc.offset_mapping[n], char_spans[n]
         starts = [start for start, _ in offsets]  # a token belongs where its first character is
         token_spans = [(bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)) for a, b in spans]
-        results[k] = _guarded(ids, token_spans, tokenizer, train_on_prompt, max_length, overlong, indices[k], on_error)
+        results[k] = _guarded(ids, token_spans, tokenizer, settings, indices[k])
     return results
 
 
-def _guarded(ids, spans, tokenizer, train_on_prompt, max_length, overlong, index, on_error):
+def _guarded(ids: list[int], spans: list[tuple[int, int]], tokenizer: PreTrainedTokenizerBase,
+             settings: SampleSettings, index: int | None) -> tuple[dict | None, int, str]:
     try:
-        sample, cut = _finish(ids, spans, tokenizer, train_on_prompt, max_length, overlong, index)
-        return sample, cut, "" if sample else f"record {index}: longer than max_length={max_length} (dropped)"
+        sample, cut = _finish(ids, spans, tokenizer, settings, index)
+        reason = "" if sample else f"record {index}: longer than max_length={settings.max_length} (dropped)"
+        return sample, cut, reason
     except SampleError as e:
-        if on_error != "skip":
+        if settings.on_error != "skip":
             raise
         return None, 0, str(e)
 
@@ -274,8 +306,9 @@ def tokenise_dataset(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *
     (``style`` applies). With ``on_error="skip"`` bad records are dropped and listed in the report."""
     import datasets
 
-    if on_error not in ("raise", "skip") or overlong not in ("error", "drop", "truncate"):
-        raise ValueError("on_error must be 'raise' or 'skip'; overlong must be 'error', 'drop' or 'truncate'")
+    settings = SampleSettings(style=style, chat_template=chat_template, end_token=end_token,
+                              train_on_prompt=train_on_prompt, max_length=max_length, overlong=overlong,
+                              on_error=on_error)
     is_chat = "messages" in ds.column_names
     if not is_chat and not {"instruction", "output"} & set(ds.column_names):
         raise DataError(f"the dataset has columns {ds.column_names}, neither 'messages' (chats) nor 'instruction'/"
@@ -283,13 +316,11 @@ def tokenise_dataset(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *
 
     def batch_fn(batch: dict, indices: list[int]) -> dict:
         if is_chat:
-            results = _chat_batch(batch["messages"], indices, tokenizer, chat_template, end_token,
-                                  train_on_prompt, max_length, overlong, on_error)
+            results = _chat_batch(batch["messages"], indices, tokenizer, settings)
         else:
             keys = list(batch)
             records = [dict(zip(keys, row)) for row in zip(*batch.values())]
-            results = _instruction_batch(records, indices, tokenizer, style, train_on_prompt, max_length,
-                                         overlong, on_error)
+            results = _instruction_batch(records, indices, tokenizer, settings)
         out = {k: [] for k in ("input_ids", "attention_mask", "labels", "length", "_cut", "_dropped")}
         for sample, cut, reason in results:
             sample = sample or {"input_ids": [], "attention_mask": [], "labels": [], "length": 0}

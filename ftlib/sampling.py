@@ -103,7 +103,8 @@ def apply_repetition_penalty(
     if penalty == 1.0 or previous_ids.numel() == 0:
         return logits[0] if single else logits
     if per_occurrence:
-        counts = torch.zeros_like(logits).scatter_add_(-1, previous_ids, torch.ones_like(previous_ids, dtype=logits.dtype))
+        ones = torch.ones_like(previous_ids, dtype=logits.dtype)
+        counts = torch.zeros_like(logits).scatter_add_(-1, previous_ids, ones)
         factor = torch.pow(torch.as_tensor(penalty, dtype=logits.dtype, device=logits.device), counts)
         out = torch.where(logits > 0, logits / factor, logits * factor)
     else:

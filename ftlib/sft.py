@@ -6,60 +6,76 @@
     accelerate launch -m ftlib.sft --config ...                # the same, through accelerate's launcher
 
 The steps are the ones notebook 05 walks through: load the model, turn records into samples with labels,
-batch them (packed by default), run ``ftlib.train.train``, save a Hugging Face model directory. The data is read
-and checked first, and tokenised before the model loads, so a bad file or flag is answered in seconds with one
-line (``error: ...``, exit code 2); the modules only training needs are imported inside ``run`` for the same reason.
+batch them (packed by default), run ``ftlib.train.train``, save a Hugging Face model directory. Flags and YAML
+are checked when the config is made, before torch is imported (a bad value is answered in a fraction of a second);
+the data is read and checked next, and tokenised before the model loads, so a bad file is answered in seconds.
+Either way: one line (``error: ...``) and exit code 2. The modules only training needs are imported inside ``run``.
+``--resume`` continues only the run that ``<output_dir>/run_config.json`` recorded (``--resume-force`` overrides).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
 import sys
-from dataclasses import dataclass, fields
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-import torch
 import yaml
 
 from ftlib import data as ftdata
+from ftlib.config import ConfigError, TrainConfig, option, validate
 from ftlib.data import DataError
-from ftlib.samples import tokenise_dataset
+from ftlib.profiles import PROFILES, get_profile
+from ftlib.samples import pad_token_id, tokenise_dataset
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
-from ftlib.train import TrainConfig, train
 
 if TYPE_CHECKING:
     import datasets
 
-FORMATS = ("auto", "alpaca", "alpaca-article", "chat", "article-chat")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work (unknown key, format or model); the message is one line with the fix."""
+Format = Literal["auto", "alpaca", "alpaca-article", "chat", "article-chat"]
+FORMATS = typing.get_args(Format)
+__all__ = ["ConfigError", "SFTConfig", "main", "parse_config", "prepare_samples", "run"]  # ConfigError: ftlib.config
 
 
 @dataclass
 class SFTConfig:
-    model: str = "instruct"  # role, offline asset, local directory or hub id
-    profile: str | None = None  # default: $FTLIB_PROFILE or offline
-    dataset: str = "alpaca"  # alpaca | identity | chat | path to a .json/.jsonl file
-    format: str = "auto"  # alpaca / alpaca-article prompts, or chat (the tokenizer's template) / article-chat
-    identity_name: str = "Ada"
-    identity_author: str = "the ftlib course"
-    limit: int | None = None  # use only the first N records
-    eval_fraction: float = 0.05
-    max_length: int = 512
-    strategy: str = "packed"  # pad | dynamic | packed
-    batch_size: int = 4  # per process; the global batch is batch_size x processes (x grad_accum steps)
-    train_on_prompt: bool = False
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    fsdp: bool = False
-    resume: bool = False
+    """What ``python -m ftlib.sft`` runs: model, data, lengths, batching, LoRA/FSDP, and the loop's TrainConfig."""
+
+    model: str = option("instruct", "a role (instruct, base), an offline asset, a local directory or a hub id")
+    profile: str | None = option(None, f"one of {', '.join(PROFILES)}; default: $FTLIB_PROFILE or offline")
+    dataset: str = option("alpaca", "alpaca, identity, chat, or the path of a .json/.jsonl file")
+    format: Format = option("auto", "alpaca / alpaca-article prompts, or chat (the tokenizer's template) / "
+                                    "article-chat; auto: chat when the tokenizer has a template or the data is chats")
+    identity_name: str = option("Ada", "the name the identity dataset teaches")
+    identity_author: str = option("the ftlib course", "the author the identity dataset teaches")
+    limit: int | None = option(None, "use only the first N records", ge=1)
+    eval_fraction: float = option(0.05, "share of the records held out for the eval loss", ge=0, lt=1)
+    max_length: int = option(512, "tokens per sample (packed: per row)", ge=2)
+    strategy: Literal["pad", "dynamic", "packed"] = option("packed", "how samples become batches")
+    batch_size: int = option(4, "rows per process; the global batch is batch_size x processes (x grad_accum)", ge=1)
+    train_on_prompt: bool = option(False, "train on the prompt tokens too")
+    lora: bool = option(False, "train LoRA adapters (merged into the saved model)")
+    lora_r: int = option(16, "LoRA rank", ge=1)
+    lora_alpha: int = option(32, "LoRA alpha (scale alpha / r)", ge=1)
+    fsdp: bool = option(False, "shard the model over the processes (FSDP2) instead of replicating it (DDP)")
+    resume: bool = option(False, "continue from the newest checkpoint in output_dir (same config only)")
+    resume_force: bool = option(False, "resume even if the config differs from the recorded one (implies --resume)")
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.profile is not None and self.profile not in PROFILES:
+            raise ConfigError(f"profile {self.profile!r}: choose one of {', '.join(PROFILES)}")
+        if self.lora and self.fsdp:
+            raise ConfigError("lora and fsdp together are not supported: a LoRA run keeps the base model frozen "
+                              "and small enough to replicate, so drop --fsdp (DDP is used) or drop --lora")
+        self.resume = self.resume or self.resume_force
 
 
 def load_records(cfg: SFTConfig, verbose: bool = True) -> datasets.Dataset:
@@ -84,9 +100,7 @@ def load_records(cfg: SFTConfig, verbose: bool = True) -> datasets.Dataset:
 
 def prepare_samples(cfg: SFTConfig, tokenizer, records: datasets.Dataset):
     """Tokenised train/eval splits with labels, the chat template the model is trained with, and the report."""
-    fmt = cfg.format
-    if fmt not in FORMATS:
-        raise ConfigError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    fmt = cfg.format  # one of FORMATS: SFTConfig checked it
     is_chat_data = "messages" in records.column_names
     if fmt == "auto":
         fmt = "chat" if (tokenizer.chat_template or is_chat_data) else "alpaca"
@@ -112,9 +126,18 @@ def prepare_samples(cfg: SFTConfig, tokenizer, records: datasets.Dataset):
 
 def run(cfg: SFTConfig) -> Path:
     """Fine-tune as configured; returns the saved model directory (``<output_dir>/final``)."""
+    import torch
+
+    from ftlib.checkpoint import latest_checkpoint
+    from ftlib.config import check_resume
     from ftlib.distributed import RankSlice, cleanup, init_distributed, wrap_model
+    from ftlib.train import TokenLoss, train
 
     rank, world, device = init_distributed()
+    record = dataclasses.asdict(cfg)  # resolved: the profile's name, not "default"
+    record["profile"] = _config_step("profile", get_profile, cfg.profile).name
+    if cfg.resume and latest_checkpoint(cfg.train.output_dir):  # a run that cannot continue stops before the data
+        check_resume(cfg.train.output_dir, {"objective": TokenLoss.name, **record}, force=cfg.resume_force)
     torch.manual_seed(cfg.train.seed)
     records = load_records(cfg, verbose=rank == 0)  # bad data fails here, before anything heavy is loaded
     import datasets
@@ -134,7 +157,7 @@ def run(cfg: SFTConfig) -> Path:
                         f"{cfg.max_length}, e.g. {reason}; raise --max-length or shorten the responses")
     model = _config_step(f"model {cfg.model!r}", load_model, cfg.model, cfg.profile, dtype=torch.float32,
                          device=device)[0]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     # every process builds the same loader of *global* batches and trains on its block of rows of each
     loader = make_dataloader(train_tok, cfg.strategy, cfg.batch_size * world, cfg.max_length, shuffle=True,
                              seed=cfg.train.seed, pad_token_id=pad)
@@ -147,7 +170,8 @@ def run(cfg: SFTConfig) -> Path:
 
         model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha)
     model = wrap_model(model, device, fsdp=cfg.fsdp)
-    train(model, loader, cfg.train, eval_loader=eval_loader, resume=cfg.resume)
+    train(model, loader, cfg.train, eval_loader=eval_loader, resume=cfg.resume, resume_force=cfg.resume_force,
+          run_config=record)
     final = Path(cfg.train.output_dir) / "final"
     save_finetuned(model, tokenizer, final, chat_template=template)  # every process: rank 0 writes
     if rank == 0:
@@ -169,39 +193,79 @@ def _read_yaml(path: Path) -> dict:
     return values or {}
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one flag per config field (type, default and help from the dataclass field) and one-line
+    errors (``SystemExit(message)``, no usage dump).
+
+    The conventions are transformers' ``HfArgumentParser``'s: ``--max-steps`` or ``--max_steps``, the help text
+    from ``field.metadata["help"]``, ``Literal`` choices shown; plus ``--x``/``--no-x`` for every bool and N values
+    for an N-tuple. Not HfArgumentParser itself: importing transformers takes most of a second, and a bad flag
+    should be answered before anything heavy loads (this parser answers in about 0.2 s). A ``Literal`` value is
+    checked by the config, so flags, YAML and Python get the same message."""
+
+    def __init__(self, *configs: type, **kwargs):
+        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+        for config in configs:
+            self.add_config(config)
+
+    def add_config(self, config: type) -> None:
+        hints = typing.get_type_hints(config)
+        for f in dataclasses.fields(config):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                continue  # a nested config (SFTConfig.train) adds its own fields
+            if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+                (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+            names = list(dict.fromkeys([f"--{f.name.replace('_', '-')}", f"--{f.name}"]))
+            kwargs = {"default": f.default, "help": f.metadata.get("help")}
+            origin, args = typing.get_origin(hint), typing.get_args(hint)
+            if hint is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif origin is tuple:
+                kwargs.update(type=args[0], nargs=len(args))
+            elif origin is Literal:
+                kwargs["metavar"] = "{" + ",".join(map(str, args)) + "}"
+            else:
+                kwargs["type"] = hint
+            self.add_argument(*names, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise SystemExit(message)
+
+
 def parse_config(argv: list[str] | None = None) -> SFTConfig:
-    """YAML (``--config``) first, then flags on top. Train settings may sit under a ``train:`` key or at top level."""
-    parser = argparse.ArgumentParser(prog="python -m ftlib.sft", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML file with SFTConfig / TrainConfig keys")
-    for f in [*fields(SFTConfig), *fields(TrainConfig)]:
-        if f.name == "train":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool) or f.type == "bool | None":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif f.name == "betas":
-            parser.add_argument(flag, type=float, nargs=2, default=None)
-        else:
-            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=None)
-    args = vars(parser.parse_args(argv))
-    values = _read_yaml(Path(args.pop("config"))) if args.get("config") else {}
-    values.update(values.pop("train", {}) or {})
-    values.update({k: v for k, v in args.items() if v is not None and k != "config"})
-    train_names = {f.name for f in fields(TrainConfig)}
-    sft_names = {f.name for f in fields(SFTConfig)} - {"train"}
-    unknown = set(values) - train_names - sft_names
+    """YAML (``--config``) first, then flags on top. Train settings may sit under a ``train:`` key or at top level.
+
+    A bad key or value raises ``SystemExit`` with a one-line message (``main`` prints it and returns 2)."""
+    parser = ArgumentParser(SFTConfig, TrainConfig, prog="python -m ftlib.sft", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML file with SFTConfig / TrainConfig keys (flags override it)")
+    config_path = _config_path(argv)
+    values = _read_yaml(Path(config_path)) if config_path else {}
+    nested = values.pop("train", {}) or {}
+    if not isinstance(nested, dict):
+        raise SystemExit(f"config {config_path}: 'train' must hold key: value pairs")
+    values.update(nested)
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    sft_names = {f.name for f in dataclasses.fields(SFTConfig)} - {"train"}
+    unknown = sorted(set(values) - train_names - sft_names)
     if unknown:
-        raise SystemExit(f"unknown config keys: {', '.join(sorted(unknown))}")
-    if values.get("lora") and values.get("fsdp"):
-        raise SystemExit("lora and fsdp together are not supported: a LoRA run keeps the base model frozen and "
-                         "small enough to replicate, so drop --fsdp (DDP is used) or drop --lora")
-    if values.get("format", "auto") not in FORMATS:
-        raise SystemExit(f"format {values['format']!r}: choose one of {', '.join(FORMATS)}")
-    tcfg = TrainConfig(**{k: v for k, v in values.items() if k in train_names})
-    if isinstance(tcfg.betas, list):
-        tcfg.betas = tuple(tcfg.betas)
-    return SFTConfig(train=tcfg, **{k: v for k, v in values.items() if k in sft_names})
+        known = train_names | sft_names
+        hints = [k + "".join(f" (did you mean {m}?)" for m in difflib.get_close_matches(k, known, 1)) for k in unknown]
+        raise SystemExit(f"unknown config keys: {', '.join(hints)}")
+    parser.set_defaults(**values)
+    args = vars(parser.parse_args(argv))
+    try:
+        tcfg = TrainConfig(**{k: v for k, v in args.items() if k in train_names})
+        return SFTConfig(train=tcfg, **{k: v for k, v in args.items() if k in sft_names})
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+
+
+def _config_path(argv: list[str] | None) -> str | None:
+    """The ``--config`` value alone, read before the full parse so that its values can become the defaults."""
+    pre = ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    return pre.parse_known_args(argv)[0].config
 
 
 def _config_step(what: str, fn, *args, **kwargs):

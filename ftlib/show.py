@@ -5,7 +5,7 @@ A learner sees the masking rules at a glance: the prompt greyed out, the respons
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 

@@ -5,7 +5,7 @@ The real-token fraction is computed from lengths alone, by the *same* batching c
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -6,8 +6,7 @@ knowledge; use the real offline models only where behaviour needs a trained mode
 from __future__ import annotations
 
 import torch
-from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM,
-                          PreTrainedTokenizerBase)
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 
 def tiny_llama(vocab_size: int = 49152, seed: int = 0, hidden_size: int = 32, layers: int = 2,

@@ -1,14 +1,19 @@
-"""The supervised fine-tuning loop: plain PyTorch, readable top to bottom, safe to interrupt.
+"""The training loop: plain PyTorch, readable top to bottom, safe to interrupt. SFT and DPO both run it.
 
 It is the article's loop (AdamW, cosine decay, gradient clipping, cross-entropy, tqdm) plus what an ML engineer
-needs to trust a run: loss normalised by the number of *trained* tokens (so gradient accumulation and several
-processes give the same result as one big batch), warmup, bf16 autocast where the hardware runs bf16 natively
-(CUDA, AVX512-BF16/AMX CPUs), logits only where a token is trained (ftlib.loss), periodic eval loss, metrics
-in JSONL, atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
-Batches are dicts ready for ``model(**batch)`` with HF-style ``labels`` (-100 = not trained; not shifted).
+needs to trust a run: loss normalised by the number of trained *units* (tokens for SFT, pairs for DPO: so gradient
+accumulation and several processes give the same result as one big batch), warmup, bf16 autocast where the
+hardware runs bf16 natively (CUDA, AVX512-BF16/AMX CPUs), logits only where a token is trained (ftlib.loss),
+periodic evaluation, metrics in JSONL, the resolved config in ``run_config.json`` from the first second (see
+ftlib.config), atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
+
+What is minimised is an :class:`Objective`; the default, :class:`TokenLoss`, is SFT's cross-entropy on batches
+ready for ``model(**batch)`` with HF-style ``labels`` (-100 = not trained; not shifted). ``ftlib.dpo`` plugs in
+the DPO loss and gets everything else (checkpoints, resume, SIGINT save, autocast, the NaN stop) from here.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -18,38 +23,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
+from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
+from ftlib.config import TrainConfig, check_resume, run_record, write_run_record
+from ftlib.device import train_dtype
+from ftlib.distributed import all_reduce_min, all_reduce_sum, barrier, rank_world
+from ftlib.loss import token_losses
 from ftlib.progress import progress_bar
 
-from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
-from ftlib.device import train_dtype
-from ftlib.loss import token_losses
-
-
-@dataclass
-class TrainConfig:
-    output_dir: str = "outputs/sft"
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.1  # the article's AdamW settings
-    betas: tuple[float, float] = (0.9, 0.99)
-    schedule: str = "cosine"  # "cosine" | "linear" | "constant"
-    warmup_steps: int = 0
-    epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    eval_every: int = 0  # 0 = only at the end (when an eval loader is given)
-    save_every: int = 0  # 0 = only at the end
-    save_final: bool = True  # a resumable checkpoint at the end (model + optimizer: ~3x the weights on disk);
-    # turn off when you save the model yourself and will not resume. A SIGINT/SIGTERM stop always saves.
-    seed: int = 0
-    bf16: bool | None = None  # None: bf16 autocast on CUDA and on CPUs with native bf16 (ftlib.device.train_dtype)
-    gradient_checkpointing: bool = False
-    compile: bool = False
-    progress: bool = True
+__all__ = ["Objective", "TokenLoss", "TrainConfig", "TrainResult", "TrainingDiverged", "evaluate_loss",
+           "lr_lambda", "train"]  # TrainConfig lives in ftlib.config (importable without torch)
 
 
 class TrainingDiverged(RuntimeError):
@@ -97,39 +82,92 @@ def evaluate_loss(model, loader, device: torch.device | None = None, dtype: torc
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, count = torch.zeros((), dtype=torch.float64), 0
+    total, count = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
         with _autocast(device, dtype):
             loss, n = token_loss_sum(model, batch)
-        total += loss.double().cpu()
+        total += float(loss)
         count += n
-    total, count = _all_reduce_sum(total, count)
+    total, count = all_reduce_sum([total, count])
     model.train(was_training)
-    return float(total / max(count, 1))
+    return total / max(count, 1)
 
 
-def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bool = False,
-          tokenizer=None) -> TrainResult:
-    """Train ``model`` in place. With ``resume=True`` continue from the newest checkpoint in ``output_dir``."""
+class Objective:
+    """What the loop minimises. Subclasses say how to score a batch; the loop does everything else.
+
+    ``units(batch)``: how many units (tokens, pairs) the batch holds, known before its forward pass, so that every
+    micro-batch's gradient can be scaled by the step's global count at once. ``__call__(model, batch)``:
+    ``(loss_sum, n_units, metric_sums)``, the loss *summed* over the batch's units and per-unit metrics summed too;
+    the loop divides both by the step's units over all micro-batches and processes. ``evaluate(model, loader,
+    dtype)``: held-out metrics, logged with an ``eval_`` prefix.
+    """
+
+    name = "train"  # the progress bar's label, recorded in run_config.json
+    unit = "tokens"  # the metrics row counts units under this name, and their rate as ``<unit>_per_s``
+
+    def prepare(self, model) -> None:
+        """Called once before training (e.g. freeze a reference model)."""
+
+    def units(self, batch: dict) -> int:
+        raise NotImplementedError
+
+    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int, dict[str, torch.Tensor | float]]:
+        raise NotImplementedError
+
+    def evaluate(self, model, loader, dtype: torch.dtype | None = None) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class TokenLoss(Objective):
+    """Supervised fine-tuning: cross-entropy summed over the trained tokens (``labels != -100``)."""
+
+    name = "sft"
+    unit = "tokens"
+
+    def units(self, batch: dict) -> int:
+        return int((batch["labels"][:, 1:] != -100).sum())
+
+    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int, dict]:
+        loss, n = token_loss_sum(model, batch)
+        return loss, n, {}
+
+    def evaluate(self, model, loader, dtype: torch.dtype | None = None) -> dict[str, float]:
+        return {"loss": evaluate_loss(model, loader, dtype=dtype)}
+
+
+def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bool = False, tokenizer=None, *,
+          objective: Objective | None = None, resume_force: bool = False,
+          run_config: dict | None = None) -> TrainResult:
+    """Train ``model`` in place on ``objective`` (default: SFT's :class:`TokenLoss`).
+
+    With ``resume=True`` continue from the newest checkpoint in ``output_dir``, after checking that the run there
+    was started with the same config (``resume_force=True`` skips the check). ``run_config`` is what the run
+    records in ``run_config.json`` and compares on resume (default: ``config`` and the objective's name)."""
     cfg = config
+    objective = objective or TokenLoss()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     bf16 = cfg.bf16 if cfg.bf16 is not None else train_dtype(device) == torch.bfloat16
     dtype = torch.bfloat16 if bf16 else None  # autocast only: weights and optimizer state stay fp32
-    rank, world = _rank_world()
+    rank, world = rank_world()
+    run_config = {"objective": objective.name, **(run_config or asdict(cfg))}
+    ckpt = latest_checkpoint(out) if resume else None
+    changed = check_resume(out, run_config, force=resume_force) if ckpt else {}
+    if rank == 0:  # before any step: a run that dies early still says what it was
+        write_run_record(out, run_record(run_config, changed))
     torch.manual_seed(cfg.seed)
 
     if cfg.gradient_checkpointing:
         unwrap(model).gradient_checkpointing_enable()
+    objective.prepare(model)
     model.train()
     steps_per_epoch = len(train_loader) // cfg.grad_accum
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    if world > 1 and not cfg.max_steps:  # shards may differ by a batch: every process must stop at the same step
-        t = torch.tensor([total_steps], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        total_steps = int(t)
+    if not cfg.max_steps:  # shards may differ by a batch: every process must stop at the same step
+        total_steps = all_reduce_min(total_steps)
     if total_steps <= 0:
         raise ValueError(f"nothing to train: {len(train_loader)} batches with grad_accum={cfg.grad_accum}")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -141,15 +179,17 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
                                   fused=device.type == "cuda")  # one kernel for all tensors on a GPU
     scheduler = LambdaLR(optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total_steps))
     progress = {"step": 0, "epoch": 0, "batch": 0}
-    if resume and (ckpt := latest_checkpoint(out)):
+    if ckpt:
         progress = load_checkpoint(ckpt, model, optimizer, scheduler)
     forward_model = torch.compile(model) if cfg.compile else model
 
     stop = {"signal": None}
     handlers = _install_stop_handlers(stop)
     result = TrainResult(step=progress["step"])
-    bar = progress_bar(total=total_steps, initial=progress["step"], desc="train", disable=not cfg.progress or rank != 0)
+    bar = progress_bar(total=total_steps, initial=progress["step"], desc=objective.name,
+                       disable=not cfg.progress or rank != 0)
     log = open(out / "metrics.jsonl", "a") if rank == 0 else None
+    unit = objective.unit
     try:
         batches = _batches_from(train_loader, progress, cfg.seed)
         while progress["step"] < total_steps and stop["signal"] is None:
@@ -161,18 +201,20 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
                 continue
             progress["batch"] += len(micro)
             micro = [to_device(b, device) for b in micro]
-            n_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
-            _, n_tokens = _all_reduce_sum(torch.zeros(()), n_tokens)
+            n_units = int(all_reduce_sum([sum(objective.units(b) for b in micro)])[0])
             loss_sum = torch.zeros((), device=device)
+            metric_sums: dict[str, float] = {}
             for i, batch in enumerate(micro):
                 sync = i == len(micro) - 1 or world == 1
                 with _no_sync(model, sync), _autocast(device, dtype):
-                    loss, _ = token_loss_sum(forward_model, batch)
-                    # DDP averages gradients over processes; scale so the result is sum / all tokens.
-                    (loss * world / max(n_tokens, 1)).backward()
+                    loss, _, metrics = objective(forward_model, batch)
+                    # DDP averages gradients over processes; scale so the result is sum / all units.
+                    (loss * world / max(n_units, 1)).backward()
                 loss_sum += loss.detach()
-            total_loss, _ = _all_reduce_sum(loss_sum.double().cpu(), 0)
-            step_loss = float(total_loss) / max(n_tokens, 1)
+                for k, v in metrics.items():
+                    metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
+            step_loss, *metric_values = [v / max(n_units, 1)
+                                         for v in all_reduce_sum([float(loss_sum), *metric_sums.values()])]
             if not math.isfinite(step_loss):
                 raise TrainingDiverged(
                     f"loss became {step_loss} at step {progress['step'] + 1}; training stopped and the last "
@@ -185,16 +227,18 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
             progress["step"] += 1
             dt = time.perf_counter() - t0
             row = {"step": progress["step"], "epoch": progress["epoch"], "loss": step_loss, "lr": lr,
-                   "grad_norm": grad_norm, "tokens": n_tokens, "seconds": dt, "tokens_per_s": n_tokens / dt}
+                   "grad_norm": grad_norm, unit: n_units, "seconds": dt, f"{unit}_per_s": n_units / dt,
+                   **dict(zip(metric_sums, metric_values))}
             if eval_loader is not None and (
                     (cfg.eval_every and progress["step"] % cfg.eval_every == 0) or progress["step"] == total_steps):
-                row["eval_loss"] = evaluate_loss(model, eval_loader, device, dtype)
+                evaluated = objective.evaluate(model, eval_loader, dtype)
+                row.update({f"eval_{k}": v for k, v in evaluated.items()})
                 model.train()
             result.history.append(row)
             if log:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{row['tokens_per_s']:.0f}")
+            bar.set_postfix({"loss": f"{step_loss:.3f}", "lr": f"{lr:.1e}", f"{unit}/s": f"{n_units / dt:.0f}"})
             bar.update(1)
             if cfg.save_every and progress["step"] % cfg.save_every == 0 and progress["step"] < total_steps:
                 _save(out, model, optimizer, scheduler, progress)
@@ -209,14 +253,12 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
             log.close()
         _restore_handlers(handlers)
     result.step = progress["step"]
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1)) if rank == 0 else None
     return result
 
 
 def _save(out, model, optimizer, scheduler, progress):
     save_checkpoint(out, model, optimizer, scheduler, dict(progress))  # every process: rank 0 writes
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    barrier()
 
 
 def _batches_from(loader, progress: dict, seed: int):
@@ -242,26 +284,9 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def _no_sync(model, sync: bool):
-    import contextlib
     if not sync and hasattr(model, "no_sync"):
         return model.no_sync()  # skip the gradient all-reduce on all but the last micro-batch
     return contextlib.nullcontext()
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_sum(value: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return value, count
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([float(value), float(count)], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    t = t.cpu()
-    return t[0], int(t[1])
 
 
 def _install_stop_handlers(stop: dict) -> dict:

@@ -114,11 +114,32 @@ def test_nothing_left_after_tokenising_is_said_before_the_model_loads(tmp_path, 
 def test_config_errors_are_one_line_exit_2(tmp_path, capsys):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("model: [unclosed\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train:\n  schedule: cosin\n  warmup_stpes: 3\n")
+    bad_value = tmp_path / "bad_value.yaml"
+    bad_value.write_text("train:\n  schedule: cosin\n")
     for argv, word in [(["--format", "chatml"], "format 'chatml'"), (["--config", str(bad_yaml)], "line 2"),
-                       (["--config", str(tmp_path / "nope.yaml")], "cannot be read")]:
+                       (["--config", str(tmp_path / "nope.yaml")], "cannot be read"),
+                       (["--schedule", "cosin"], "schedule 'cosin': choose one of cosine, linear, constant"),
+                       (["--config", str(bad_value)], "schedule 'cosin': choose one of cosine, linear, constant"),
+                       (["--config", str(typo)], "warmup_stpes (did you mean warmup_steps?)"),
+                       (["--max-steps", "ten"], "--max-steps/--max_steps: invalid int value: 'ten'"),
+                       (["--eval-fraction", "1"], "eval_fraction=1.0: must be < 1"),
+                       (["--betas", "0.9"], "--betas: expected 2 arguments"),
+                       (["--profile", "gpu"], "profile 'gpu': choose one of offline")]:
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and word in err and len(err.splitlines()) == 1, err
+
+
+def test_a_bad_flag_is_answered_before_anything_heavy_is_imported():
+    """The flags are checked before torch, datasets or transformers load (that is what makes the answer instant)."""
+    code = ("import sys; from ftlib.sft import main; rc = main(['--schedule', 'cosin']); "
+            "print(rc, sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.stdout.split("\n")[0] == "2 []", (r.stdout, r.stderr)
+    assert r.stderr == "error: schedule 'cosin': choose one of cosine, linear, constant\n"
 
 
 def test_tokenise_dataset_names_missing_columns(tokenizer):

@@ -4,8 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftlib.batching import (LengthGroupedBatchSampler, PackingCollator, PaddingCollator, RandomBatchSampler,
-                            make_dataloader, pack_groups)
+from ftlib.batching import (
+    LengthGroupedBatchSampler,
+    PackingCollator,
+    PaddingCollator,
+    RandomBatchSampler,
+    make_dataloader,
+    pack_groups,
+)
 from ftlib.samples import IGNORE_INDEX, tokenise_dataset
 from ftlib.stats import batch_widths, compare_strategies, real_token_fraction
 from ftlib.testing import tiny_llama_for

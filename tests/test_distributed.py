@@ -11,11 +11,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
-
 from transformers import AutoModelForCausalLM
 
 from ftlib.checkpoint import is_sharded, latest_checkpoint, load_weights, save_finetuned
-from ftlib.distributed import cleanup, init_distributed, shard_sampler, wrap_model
+from ftlib.distributed import RankSlice, cleanup, init_distributed, wrap_model
 from ftlib.models import load_tokenizer
 from ftlib.testing import tiny_llama
 from ftlib.train import TrainConfig, train
@@ -45,14 +44,14 @@ def _run(rank, world, port, out, fsdp=False, tag=None, steps=4, resume=False, sc
     torch.set_num_threads(1)
     _, _, device = init_distributed()
     tag = tag or str(world)
-    data = _samples()
-    sampler = shard_sampler(data, shuffle=False, seed=0)
-    loader = DataLoader(data, batch_size=4 // world, sampler=sampler, shuffle=False, collate_fn=_collate)
+    # every process iterates the same global batches of 4 and trains on its block of rows (as the CLI does)
+    loader = DataLoader(_samples(), batch_size=4, shuffle=False, collate_fn=_collate)
+    loader = RankSlice(loader, rank, world) if world > 1 else loader
     model = wrap_model(tiny_llama(vocab_size=VOCAB, seed=0, max_positions=64).train(), device, fsdp=fsdp)
     assert is_sharded(model) == (fsdp and world > 1)
     config = TrainConfig(output_dir=f"{out}/run-{tag}", max_steps=steps, learning_rate=3e-3, schedule=schedule,
                          progress=False, bf16=False)  # fp32: N processes must equal one to float rounding
-    result = train(model, loader, config, resume=resume)
+    result = train(model, loader, config, resume=resume, resume_force=resume)  # resuming extends max_steps: forced
     if fsdp:
         save_finetuned(model, load_tokenizer("instruct"), f"{out}/final-{tag}")
     if rank == 0:

@@ -1,14 +1,19 @@
 """ftlib.dpo: the loss equals TRL's DPOTrainer on the same batch; tokenisation, batching and training behave."""
 import math
+import os
+import signal
 
 import datasets
 import pytest
 import torch
 
 from ftlib import dpo
+from ftlib.checkpoint import latest_checkpoint, load_weights
+from ftlib.config import ConfigError
 from ftlib.lora import add_lora
 from ftlib.samples import SampleError
 from ftlib.testing import tiny_llama_for
+from ftlib.train import TrainingDiverged
 
 
 def _rows(n=8):
@@ -108,7 +113,7 @@ def test_fresh_lora_policy_is_its_own_reference(tokenizer):
         dpo.compute_dpo_loss(tiny_llama_for(tokenizer), batch, reference=None)
 
 
-def test_training_raises_margin_and_accuracy(tokenizer):
+def test_training_raises_margin_and_accuracy(tokenizer, tmp_path):
     pairs = dpo.tokenise_preferences(datasets.Dataset.from_list(_rows(8)), tokenizer)
     loader = dpo.make_preference_loader(pairs, tokenizer, batch_size=4, seed=0)
     eval_loader = dpo.make_preference_loader(pairs, tokenizer, batch_size=8, shuffle=False)
@@ -116,8 +121,8 @@ def test_training_raises_margin_and_accuracy(tokenizer):
     reference = tiny_llama_for(tokenizer, seed=0)
     before = dpo.evaluate_dpo(policy, eval_loader, reference, beta=0.1)
     assert before["loss"] == pytest.approx(math.log(2), abs=1e-6)
-    result = dpo.train_dpo(policy, loader, dpo.DPOConfig(learning_rate=3e-3, max_steps=12, progress=False,
-                                                         eval_every=12), reference=reference)
+    result = dpo.train_dpo(policy, loader, dpo.DPOConfig(output_dir=str(tmp_path), learning_rate=3e-3, max_steps=12,
+                                                         progress=False, eval_every=12), reference=reference)
     after = dpo.evaluate_dpo(policy, eval_loader, reference, beta=0.1)
     assert after["loss"] < before["loss"] - 0.1
     assert after["margin"] > 0.5 and after["accuracy"] == 1.0
@@ -142,3 +147,89 @@ def test_bad_records_name_the_field(tokenizer):
     with pytest.raises(SampleError, match="messages"):
         dpo.tokenise_pair({"messages": [{"role": "assistant", "content": "hi"}], "chosen": "a", "rejected": "b"},
                           tokenizer)
+
+
+# ---------------------------------------------------------------- DPO on ftlib.train's loop
+def _loader(tokenizer, batch_size=2, hook=None):
+    """8 pairs, shuffled per epoch; ``hook(n)`` runs before the n-th batch is collated (1-based)."""
+    pairs = dpo.tokenise_preferences(datasets.Dataset.from_list(_rows(8)), tokenizer)
+    loader = dpo.make_preference_loader(pairs, tokenizer, batch_size=batch_size, seed=0)
+    if hook:
+        collate, calls = loader.collate_fn, {"n": 0}
+
+        def hooked(rows):
+            calls["n"] += 1
+            hook(calls["n"])
+            return collate(rows)
+
+        loader.collate_fn = hooked
+    return loader
+
+
+def _dpo_cfg(tmp_path, **kw):  # fp32 on every machine: exact comparisons
+    return dpo.DPOConfig(**{"output_dir": str(tmp_path), "learning_rate": 5e-3, "max_steps": 6, "progress": False,
+                            "bf16": False, **kw})
+
+
+def _policy(tokenizer, seed=0):
+    return add_lora(tiny_llama_for(tokenizer, seed=seed), r=4, alpha=8)  # reference: the adapters switched off
+
+
+def _losses(result):
+    return [r["loss"] for r in result.history]
+
+
+def test_dpo_step_loss_is_the_pair_mean_and_accumulation_matches_one_batch(tokenizer, tmp_path):
+    batch4 = next(iter(dpo.make_preference_loader(
+        dpo.tokenise_preferences(datasets.Dataset.from_list(_rows(4)), tokenizer), tokenizer, 4, shuffle=False)))
+    expected = dpo.compute_dpo_loss(_policy(tokenizer), batch4).loss.item()
+    pairs = dpo.tokenise_preferences(datasets.Dataset.from_list(_rows(4)), tokenizer)
+    one = dpo.train_dpo(_policy(tokenizer), dpo.make_preference_loader(pairs, tokenizer, 4, shuffle=False),
+                        _dpo_cfg(tmp_path / "one", max_steps=2))
+    acc = dpo.train_dpo(_policy(tokenizer), dpo.make_preference_loader(pairs, tokenizer, 2, shuffle=False),
+                        _dpo_cfg(tmp_path / "acc", max_steps=2, grad_accum=2))
+    assert one.history[0]["loss"] == pytest.approx(expected, abs=1e-6)  # log 2 at the start: policy == reference
+    assert acc.history[0]["pairs"] == 4 and one.history[1]["loss"] < expected - 1e-3  # step 1 learned something
+    assert _losses(acc) == pytest.approx(_losses(one), abs=1e-6)  # two half batches = one batch, gradients too
+    assert {"margin", "accuracy", "chosen_reward", "rejected_reward", "grad_norm", "lr"} <= one.history[0].keys()
+
+
+def test_dpo_sigint_saves_and_resume_matches_an_uninterrupted_run(tokenizer, tmp_path):
+    full_policy = _policy(tokenizer)
+    full = dpo.train_dpo(full_policy, _loader(tokenizer), _dpo_cfg(tmp_path / "full"))  # 4 batches an epoch
+
+    def interrupt(n):
+        if n == 3:  # during step 3: it finishes, saves, and the run returns
+            os.kill(os.getpid(), signal.SIGINT)
+
+    stopped = dpo.train_dpo(_policy(tokenizer), _loader(tokenizer, hook=interrupt), _dpo_cfg(tmp_path / "cut"))
+    assert stopped.interrupted and stopped.step == 3
+    assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-3"
+    resumed_policy = _policy(tokenizer, seed=7)  # other weights: the checkpoint must bring back the trained ones
+    resumed = dpo.train_dpo(resumed_policy, _loader(tokenizer), _dpo_cfg(tmp_path / "cut"), resume=True)
+    assert [r["step"] for r in resumed.history] == [4, 5, 6]  # crosses into the second epoch
+    assert _losses(stopped) + _losses(resumed) == _losses(full)
+    assert _losses(full)[-1] < _losses(full)[0]
+    for (name, a), (_, b) in zip(full_policy.state_dict().items(), resumed_policy.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="beta: 0.1 -> 0.2"):  # a different run cannot continue this one
+        dpo.train_dpo(_policy(tokenizer), _loader(tokenizer), _dpo_cfg(tmp_path / "cut", beta=0.2), resume=True)
+
+
+def test_dpo_nan_stops_with_training_diverged_and_keeps_the_last_checkpoint(tokenizer, tmp_path):
+    policy = _policy(tokenizer)
+
+    def poison(n):
+        if n == 3:  # during step 3: break the adapters
+            with torch.no_grad():
+                for name, p in policy.named_parameters():
+                    if "lora_A" in name:
+                        p.fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match="step 3.*intact"):
+        dpo.train_dpo(policy, _loader(tokenizer, hook=poison), _dpo_cfg(tmp_path, save_every=1))
+    good = latest_checkpoint(tmp_path)
+    assert good.name == "checkpoint-2"
+    fresh = _policy(tokenizer, seed=3)
+    load_weights(good, fresh)
+    assert all(torch.isfinite(p).all() for p in fresh.parameters())

@@ -81,7 +81,8 @@ def test_article_window_penalty_changes_greedy_output_on_purpose(tiny_model, tok
                        repetition_penalty=3.0, repetition_penalty_range=4, return_details=True)
     assert len({plain, hf_style.text, article.text}) == 3
     prompt_ids = set(tokenizer(STORY).input_ids)
-    assert not prompt_ids & set(hf_style.token_ids)  # HF penalises the prompt's tokens too (greedy never picks them here)
+    # HF penalises the prompt's tokens too (greedy never picks them here)
+    assert not prompt_ids & set(hf_style.token_ids)
 
 
 def test_eos_ends_generation_and_is_stripped(tiny_model, tokenizer):

@@ -1,7 +1,11 @@
 """Both offline models load with the hub switched off, and behave like the article says."""
 import os
 
+import pytest
 import torch
+
+from ftlib.models import resolve_model
+from ftlib.profiles import get_profile
 
 ALPACA_VERB_PROMPT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -17,8 +21,12 @@ def _greedy(model, tok, prompt, n=20):
     return tok.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
 
 
-def test_hub_is_off_in_tests():
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
+def test_offline_profile_turns_the_hub_off_and_refuses_hub_ids(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # conftest sets it: take it away to see the profile set it
+    get_profile("offline")
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    with pytest.raises(ValueError, match="profile 'offline' never uses the hub"):
+        resolve_model("some-org/some-model", "offline")
 
 
 def test_instruct_model_answers_the_verb_question(instruct):

@@ -22,7 +22,8 @@ def test_notebooks_05_and_06_run_under_the_tiny_profile(monkeypatch):
     executed = {}
     for name in ("05_sft.ipynb", "06_chat.ipynb"):
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        resources = {"metadata": {"path": str(NOTEBOOKS)}}
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
         executed[name] = nb
     final = NOTEBOOKS / "outputs" / "sft-chat-tiny" / "final"
     assert (final / "model.safetensors").exists() and (final / "chat_template.jinja").exists()

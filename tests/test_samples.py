@@ -6,8 +6,8 @@ import datasets
 import pytest
 import torch
 
-from ftlib.batching import PaddingCollator
 from ftlib.article import FineTuningDataset
+from ftlib.batching import PaddingCollator
 from ftlib.samples import IGNORE_INDEX, SampleError, tokenise_chat, tokenise_dataset, tokenise_instruction
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE, format_alpaca
 

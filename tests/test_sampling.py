@@ -2,11 +2,18 @@
 import pytest
 import torch
 from transformers import (
-    RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 
 from ftlib.sampling import (
-    apply_repetition_penalty, apply_temperature, apply_top_k, apply_top_p, process_logits,
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    process_logits,
 )
 
 B, V = 4, 97

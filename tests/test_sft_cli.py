@@ -25,7 +25,9 @@ def tiny_dir(tmp_path_factory, tokenizer):
 def _cfg_file(tiny_dir, out, **extra):
     cfg = {"model": str(tiny_dir), "dataset": str(tiny_dir / "data.json"), "format": "chat", "max_length": 64,
            "strategy": "dynamic", "batch_size": 4, "eval_fraction": 0,
-           "train": {"output_dir": str(out), "max_steps": 3, "learning_rate": 1e-3, "progress": False}}
+           # fp32: one process and two must agree to float rounding (bf16 autocast is on by default on CPUs with
+           # native bf16, and its rounding differs between a batch of 4 and two of 2)
+           "train": {"output_dir": str(out), "max_steps": 3, "learning_rate": 1e-3, "progress": False, "bf16": False}}
     cfg.update(extra)
     path = out.parent / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -66,16 +68,41 @@ def _losses(out):
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_cli_trains_and_saves_a_loadable_model(tmp_path, tiny_dir):
-    out = tmp_path / "one"
-    r = _run([sys.executable, "-m", "ftlib.sft", "--config", str(_cfg_file(tiny_dir, out))])
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert len(_losses(out)) == 3
+def test_cli_trains_saves_records_its_config_and_resumes_only_the_same_run(tmp_path, tiny_dir):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ftlib.checkpoint import latest_checkpoint, load_weights
+
+    out = tmp_path / "one"
+    config = _cfg_file(tiny_dir, out)
+    r = _run([sys.executable, "-m", "ftlib.sft", "--config", str(config)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(_losses(out)) == 3
+    # the saved model holds the trained weights (those of the final checkpoint), not the starting ones
     model = AutoModelForCausalLM.from_pretrained(out / "final")
+    start = AutoModelForCausalLM.from_pretrained(tiny_dir).state_dict()
+    trained = AutoModelForCausalLM.from_pretrained(out / "final")
+    load_weights(latest_checkpoint(out), trained)
+    assert any(not torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
     assert AutoTokenizer.from_pretrained(out / "final").chat_template
-    assert model.num_parameters() > 0
+    # the run recorded what it was: model, data, lengths, LoRA, the resolved profile, versions, commit
+    record = json.loads((out / "run_config.json").read_text())
+    c = record["config"]
+    assert (c["model"], c["dataset"], c["max_length"], c["lora"], c["profile"]) == (
+        str(tiny_dir), str(tiny_dir / "data.json"), 64, False, os.environ.get("FTLIB_PROFILE", "offline"))
+    assert c["train"]["max_steps"] == 3 and record["versions"]["torch"] and "git_commit" in record
+    # resuming it under another config is refused, in one line, before anything loads; --resume-force goes on
+    r = _run([sys.executable, "-m", "ftlib.sft", "--config", str(config), "--resume", "--max-steps", "4",
+              "--learning-rate", "0.002"])
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
+    assert "max_steps: 3 -> 4" in r.stderr and "learning_rate: 0.001 -> 0.002" in r.stderr
+    assert "--resume-force" in r.stderr
+    r = _run([sys.executable, "-m", "ftlib.sft", "--config", str(config), "--resume-force", "--max-steps", "4"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert json.loads((out / "run_config.json").read_text())["changed_on_resume"] == {"train.max_steps": [3, 4]}
 
 
 @pytest.mark.parametrize("engine", ["ddp", "fsdp"])

@@ -1,8 +1,13 @@
 """Alpaca prompts: the original project's two prompts, and the article's always-input variant."""
 import pytest
 
-from ftlib.templates import (ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT, ARTICLE_CHAT_TEMPLATE, alpaca_prompt,
-                             format_alpaca)
+from ftlib.templates import (
+    ALPACA_PROMPT_INPUT,
+    ALPACA_PROMPT_NO_INPUT,
+    ARTICLE_CHAT_TEMPLATE,
+    alpaca_prompt,
+    format_alpaca,
+)
 
 HEAD_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
               "Write a response that appropriately completes the request.\n\n")

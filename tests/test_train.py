@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from ftlib import checkpoint
 from ftlib.checkpoint import latest_checkpoint, save_finetuned
+from ftlib.config import ConfigError
 from ftlib.lora import add_lora, count_parameters, merge_lora, training_state_bytes
 from ftlib.testing import tiny_llama
 from ftlib.train import TrainConfig, TrainingDiverged, lr_lambda, train
@@ -19,7 +21,7 @@ VOCAB = 64
 def make_samples(n=24, length=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         ids = torch.randint(3, VOCAB, (length,), generator=g)
         labels = ids.clone()
         labels[: length // 3] = -100  # a "prompt" that is not trained on
@@ -137,6 +139,52 @@ def test_save_final_off_writes_no_checkpoint_but_a_stop_still_saves(tmp_path):
     assert stopped.interrupted and latest_checkpoint(tmp_path / "cut").name == f"checkpoint-{stopped.step}"
 
 
+def test_the_run_records_its_config_at_start_and_resume_refuses_another(tmp_path):
+    from importlib import metadata
+
+    import transformers
+
+    def crash(_i):
+        raise RuntimeError("died in the first batch")
+
+    with pytest.raises(RuntimeError, match="first batch"):
+        train(model(), loader(make_samples(), hook=crash), cfg(tmp_path, learning_rate=2e-3))
+    record = json.loads((tmp_path / "run_config.json").read_text())  # written before the first step
+    assert record["config"]["learning_rate"] == 2e-3 and record["config"]["objective"] == "sft"
+    assert record["versions"]["transformers"] == transformers.__version__
+    assert record["versions"]["torch"] == metadata.version("torch")
+    assert "git_commit" in record and not list(tmp_path.glob(".run_config.json*"))  # no temp file left
+
+    train(model(), loader(make_samples()), cfg(tmp_path, max_steps=2, learning_rate=2e-3))
+    with pytest.raises(ConfigError, match=r"learning_rate: 0.002 -> 0.003.*--resume-force"):
+        train(model(), loader(make_samples()), cfg(tmp_path, max_steps=2, learning_rate=3e-3), resume=True)
+    assert json.loads((tmp_path / "run_config.json").read_text())["config"]["learning_rate"] == 2e-3
+    # what is shown and saved may change; with force, anything may, and the record says what changed
+    train(model(), loader(make_samples()), cfg(tmp_path, max_steps=2, learning_rate=2e-3, save_every=5,
+                                               progress=False), resume=True)
+    forced = train(model(), loader(make_samples()), cfg(tmp_path, max_steps=3, learning_rate=3e-3), resume=True,
+                   resume_force=True)
+    assert [r["step"] for r in forced.history] == [3]
+    record = json.loads((tmp_path / "run_config.json").read_text())
+    assert record["changed_on_resume"] == {"learning_rate": [2e-3, 3e-3], "max_steps": [2, 3]}
+
+
+def test_configs_fail_when_made_naming_the_key_and_the_fix():
+    with pytest.raises(ConfigError, match="schedule 'cosin': choose one of cosine, linear, constant"):
+        TrainConfig(schedule="cosin")
+    with pytest.raises(ConfigError, match="learning_rate=0.0: must be > 0"):
+        TrainConfig(learning_rate=0.0)
+    with pytest.raises(ConfigError, match="grad_accum='2': expected a whole number"):
+        TrainConfig(grad_accum="2")
+    with pytest.raises(ConfigError, match="betas"):
+        TrainConfig(betas=(0.9, 1.5))
+    with pytest.raises(ConfigError, match="bf16"):
+        TrainConfig(bf16="yes")
+    # normalised: YAML's 1e-4 (a string in YAML 1.1), a list for a tuple, an int for a float, a Path for a str
+    c = TrainConfig(learning_rate="1e-4", betas=[0.9, 0.95], weight_decay=0, output_dir=Path("out"))
+    assert (c.learning_rate, c.betas, c.weight_decay, c.output_dir) == (1e-4, (0.9, 0.95), 0.0, "out")
+
+
 def test_a_kill_between_checkpoint_files_leaves_the_last_good_one(tmp_path, monkeypatch):
     m = model()
     train(m, loader(make_samples()), cfg(tmp_path, max_steps=2, save_every=1))
@@ -219,11 +267,13 @@ def test_adapter_on_disk_is_a_small_fraction_of_the_merged_model(tmp_path, token
 def test_saved_model_reloads_and_generates(tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftlib.testing import tiny_llama_for
     from ftlib.templates import ARTICLE_CHAT_TEMPLATE
+    from ftlib.testing import tiny_llama_for
 
     m = tiny_llama_for(tokenizer)
+    own_template = tokenizer.chat_template
     path = save_finetuned(m, tokenizer, tmp_path / "out", chat_template=ARTICLE_CHAT_TEMPLATE)
+    assert tokenizer.chat_template == own_template  # saved with the article's; the caller's tokenizer untouched
     assert sorted(p.name for p in path.glob("*.safetensors")) == ["model.safetensors"]
     assert not list(path.glob("*.pth")) and not list(path.glob("*.bin"))
     again = AutoModelForCausalLM.from_pretrained(path)

@@ -53,7 +53,8 @@ def test_same_losses_and_weights_as_trl_sft_trainer(samples, tokenizer, tmp_path
     assert len(ours) == len(trl_losses) == STEPS
     assert ours == pytest.approx(trl_losses, abs=1e-4)  # TRL logs losses rounded to 4 decimals
     assert ours[-1] < ours[0] - 0.2  # real steps, not a no-op both sides agree on
-    moved = [(a - b).abs().max() for a, b in zip(our_model.parameters(), tiny_llama_for(tokenizer, seed=0).parameters())]
+    start = tiny_llama_for(tokenizer, seed=0)
+    moved = [(a - b).abs().max() for a, b in zip(our_model.parameters(), start.parameters())]
     assert min(moved) > 1e-4  # every tensor was updated
     for (name, a), b in zip(our_model.named_parameters(), trl_model.parameters()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"{name} differs after {STEPS} steps")
