@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # a text bar even in Jupyter (why: ftlib/train.py)
 from transformers import PreTrainedTokenizerBase
 
 from ftlib.loss import sequence_logps as summed_logps

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
-from tqdm.auto import tqdm
+# A text bar even in Jupyter: a notebook executed headless (nbconvert, nbval) saves tqdm.auto's widget as its first
+# frame, "0%"; the text bar's saved output ends on its last frame, "100%".
+from tqdm.std import tqdm
 
 from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
 from ftlib.device import train_dtype
