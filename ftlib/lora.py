@@ -5,6 +5,7 @@ at zero, so training begins exactly at the pretrained model. Only A and B are tr
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -19,9 +20,17 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0,
         raise ValueError(f"LoRA rank r must be positive, got {r}")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         task_type="CAUSAL_LM", bias="none")
-    with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with _quiet_peft():
         return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft 0.21 reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model: a FutureWarning
+    about peft's code, not the learner's, in every notebook that wraps or loads adapters."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def count_parameters(model) -> dict[str, int]:
@@ -48,4 +57,5 @@ def merge_lora(model):
 
 def load_adapter(base_model, adapter_dir: str) -> PeftModel:
     """Attach adapters saved with ``peft_model.save_pretrained(adapter_dir)`` to a base model."""
-    return PeftModel.from_pretrained(base_model, adapter_dir)
+    with _quiet_peft():
+        return PeftModel.from_pretrained(base_model, adapter_dir)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm  # for tqdm.write; the bar itself is ftlib.progress's
 
 from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap
 from ftlib.config import TrainConfig, check_resume, run_record, write_run_record
