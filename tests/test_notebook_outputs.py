@@ -2,7 +2,8 @@
 
 A notebook executed headless (nbconvert, nbval, CI) saves tqdm.auto's widget as its first frame, "0%", so the
 committed notebook shows a bar that never moved; ftlib's training loops use a text bar whose saved text ends on
-its last frame. These tests read the saved outputs the way a notebook viewer shows them (carriage returns
+its last frame (``FTLIB_FINISHED_BARS=1``, set for the runs whose outputs are committed: ``ftlib.progress``).
+These tests read the saved outputs the way a notebook viewer shows them (carriage returns
 overwrite the line), and run one tiny training in a real kernel to check what a headless run saves."""
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).parent.parent
-REFRESHED = ("07_lora", "08_dpo", "09_evaluate")  # notebooks whose outputs were refreshed with text bars
+REFRESHED = ("04_chat_samples", "05_sft", "07_lora", "08_dpo", "09_evaluate")  # refreshed with finished bars
 BAR = re.compile(r"(\d+)%\|")
 
 
@@ -61,6 +62,7 @@ train(tiny_llama(vocab_size=16), [batch] * 3, TrainConfig(output_dir=OUT, max_st
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import tempfile\nOUT = tempfile.mkdtemp()\n" + code)]
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))  # this ftlib
+    monkeypatch.setenv("FTLIB_FINISHED_BARS", "1")  # as for every run whose outputs are committed
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     outputs = nb.cells[0].outputs
     assert "3/3" in shown_streams(outputs) and "100%|" in shown_streams(outputs)
