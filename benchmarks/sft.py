@@ -1,7 +1,7 @@
 """SFT speed and memory: ftlib's loop vs TRL's SFTTrainer on identical batches, each trainer in a fresh process.
 
-    python -m benchmarks.sft [--cases gemma-lora smollm-full] [--precisions bf16 fp32] [--steps 10] [--warmup 2]
-                             [--max-length 256] [--batch-size 4] [--trl-checkpointing]
+    python -m benchmarks.sft [--cases gemma-lora smollm-full] [--precisions bf16 fp32] [--steps 8] [--warmup 2]
+                             [--max-length 256] [--batch-size 4] [--trl-checkpointing] [--loss-chunk N]
 
 Cases (offline assets):
 
@@ -20,8 +20,10 @@ by default only where the CPU has native bf16 (emulated bf16 is slower than fp32
 
 Each run is a fresh ``python -m benchmarks.sft --child ...`` process, so its peak RSS (VmHWM) is its own, not the
 high-water mark of an earlier run. Reported: real (non-pad) tokens per second over the steps after the first
-``--warmup`` (the loops' own step clocks), peak RSS, the part of it added after the model was loaded, and the loss
-curves (ftlib dynamic vs TRL: the largest per-step gap; same batches, so they should agree).
+``--warmup`` (the loops' own step clocks), and the median of the per-step rates (a step slowed by another process on
+a shared machine moves the first, hardly the second); peak RSS, and the part of it added after the model was loaded;
+the loss curves (ftlib dynamic vs TRL: the largest per-step gap; same batches, so they should agree); the load
+average when each run ended.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import ftlib.loss  # noqa: E402
 from ftlib.batching import make_dataloader, pack_groups  # noqa: E402
 from ftlib.data import load_instructions  # noqa: E402
 from ftlib.device import cpu_has_native_bf16  # noqa: E402
@@ -137,6 +141,8 @@ def run_trl(model, tokenizer, tok, spec) -> tuple[list[float], list[float]]:
 def child(spec: dict) -> dict:
     """One trainer, one case, one precision, in this (fresh) process."""
     case = CASES[spec["case"]]
+    if spec.get("loss_chunk"):
+        ftlib.loss.CHUNK_ELEMENTS = spec["loss_chunk"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(case.role, dtype=torch.float32, device=device)
     if case.lora:
@@ -151,6 +157,7 @@ def child(spec: dict) -> dict:
         losses, seconds = run_ftlib(model, tok, spec, tokenizer.pad_token_id)
     tokens = real_token_counts(tok, spec["strategy"], spec["steps"], spec["batch_size"], spec["max_length"])
     return {"losses": losses, "seconds": seconds, "tokens": tokens, "peak_kib": memory_kib("VmHWM"),
+            "load": os.getloadavg()[0],
             "loaded_kib": loaded_kib, "samples": len(tok), **count_parameters(model)}
 
 
@@ -167,24 +174,32 @@ def spawn(spec: dict) -> dict:
 
 
 def timed_rate(r: dict, warmup: int) -> float:
+    """Real tokens / seconds over the timed steps (all of them: the headline figure)."""
     return sum(r["tokens"][warmup:]) / sum(r["seconds"][warmup:])
+
+
+def median_rate(r: dict, warmup: int) -> float:
+    """Median over the timed steps of each step's real tokens / seconds: robust to a step slowed by another process
+    on a shared machine (the trainers see the same batches, so their medians compare like with like)."""
+    return statistics.median(n / s for n, s in zip(r["tokens"][warmup:], r["seconds"][warmup:]))
 
 
 def report(case: str, precision: str, results: list[dict], args) -> dict:
     """Print one case/precision block (a markdown table and the loss curves); return its headline figures."""
     trl = results[0]
-    trl_tps, trl_peak = timed_rate(trl, args.warmup), trl["peak_kib"]
+    trl_tps, trl_med, trl_peak = timed_rate(trl, args.warmup), median_rate(trl, args.warmup), trl["peak_kib"]
     gib = 1024 ** 2
     print(f"\n### {CASES[case].label}, {precision} - {trl['samples']} samples <= {args.max_length} tokens, batch "
           f"{args.batch_size}, {args.steps} steps (first {args.warmup} not timed); trainable "
           f"{trl['trainable'] / 1e6:.2f} M of {trl['total'] / 1e6:.1f} M parameters")
-    print("| run | real tok/s | vs TRL | peak RSS GiB | vs TRL | added after load GiB | mean loss |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| run | real tok/s | vs TRL | median step tok/s | vs TRL | peak RSS GiB | vs TRL | added after load GiB "
+          "| mean loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (_, _, label), r in zip(RUNS, results):
         if label.startswith("TRL") and args.trl_checkpointing:
             label = "TRL SFTTrainer (dynamic, ckpt on)"
-        tps = timed_rate(r, args.warmup)
-        print(f"| {label} | {tps:.0f} | {tps / trl_tps:.2f}x | {r['peak_kib'] / gib:.2f} | "
+        tps, med = timed_rate(r, args.warmup), median_rate(r, args.warmup)
+        print(f"| {label} | {tps:.0f} | {tps / trl_tps:.2f}x | {med:.0f} | {med / trl_med:.2f}x | {r['peak_kib'] / gib:.2f} | "
               f"{r['peak_kib'] / trl_peak:.2f}x | {(r['peak_kib'] - r['loaded_kib']) / gib:.2f} | "
               f"{sum(r['losses']) / len(r['losses']):.4f} |")
     dyn = results[1]
@@ -193,7 +208,8 @@ def report(case: str, precision: str, results: list[dict], args) -> dict:
     print("                   ftlib:", " ".join(f"{x:.4f}" for x in dyn["losses"]))
     print(f"largest per-step loss gap, ftlib vs TRL: {gap:.1e}")
     print("step seconds TRL:", " ".join(f"{x:.2f}" for x in trl["seconds"]), "| ftlib:",
-          " ".join(f"{x:.2f}" for x in dyn["seconds"]), flush=True)
+          " ".join(f"{x:.2f}" for x in dyn["seconds"]))
+    print("load average (1 min) at the end of each run:", " / ".join(f"{r['load']:.1f}" for r in results), flush=True)
     if torch.cuda.is_available() and not CASES[case].lora:
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
@@ -201,7 +217,8 @@ def report(case: str, precision: str, results: list[dict], args) -> dict:
             if peak:
                 print(f"MFU {label}: {6 * r['total'] * timed_rate(r, args.warmup) / peak:.1%} of "
                       f"{peak / 1e12:.0f} TFLOP/s ({name})")
-    return {"speed": timed_rate(dyn, args.warmup) / trl_tps, "memory": dyn["peak_kib"] / trl_peak, "gap": gap}
+    return {"speed": timed_rate(dyn, args.warmup) / trl_tps, "median": median_rate(dyn, args.warmup) / trl_med,
+            "memory": dyn["peak_kib"] / trl_peak, "gap": gap}
 
 
 def main():
@@ -209,12 +226,15 @@ def main():
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     p.add_argument("--precisions", nargs="+", choices=["bf16", "fp32"], default=None,
                    help="default: bf16 and fp32 where the CPU (or a GPU) runs bf16 natively, else fp32")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--trl-checkpointing", action="store_true",
                    help="leave TRL's default activation checkpointing on (recomputes the forward: slower)")
+    p.add_argument("--loss-chunk", type=int, default=None,
+                   help="ftlib.loss.CHUNK_ELEMENTS for ftlib's runs (logits per checkpointed chunk; default 2**28): "
+                        "smaller trades speed for peak memory")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -226,7 +246,8 @@ def main():
     precisions = args.precisions or (["bf16", "fp32"] if native else ["fp32"])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {native}; "
-          f"cases {args.cases}, precisions {precisions}", flush=True)
+          f"cases {args.cases}, precisions {precisions}; ftlib loss chunk {args.loss_chunk or ftlib.loss.CHUNK_ELEMENTS} "
+          "logits", flush=True)
     start, headline = time.perf_counter(), {}
     for case in args.cases:
         for precision in precisions:
@@ -234,13 +255,14 @@ def main():
             for trainer, strategy, _ in RUNS:
                 spec = {"case": case, "trainer": trainer, "strategy": strategy, "bf16": precision == "bf16",
                         "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
-                        "trl_checkpointing": args.trl_checkpointing}
+                        "trl_checkpointing": args.trl_checkpointing, "loss_chunk": args.loss_chunk}
                 results.append(spawn(spec))
             headline[(case, precision)] = report(case, precision, results, args)
-    print("\n| case | precision | ftlib / TRL real tok/s (same batches) | ftlib / TRL peak RSS | loss gap |")
-    print("|---|---|---:|---:|---:|")
+    print("\nftlib dynamic vs TRL, same batches")
+    print("| case | precision | real tok/s | median step | peak RSS | largest loss gap |")
+    print("|---|---|---:|---:|---:|---:|")
     for (case, precision), h in headline.items():
-        print(f"| {case} | {precision} | {h['speed']:.2f}x | {h['memory']:.2f}x | {h['gap']:.1e} |")
+        print(f"| {case} | {precision} | {h['speed']:.2f}x | {h['median']:.2f}x | {h['memory']:.2f}x | {h['gap']:.1e} |")
     print(f"total {time.perf_counter() - start:.0f} s")
 
 
