@@ -45,6 +45,7 @@ CONFIGS = {  # shapes of the public models' config.json files
 
 
 LENGTHS: list[list[int]] = []  # (sample length, prompt length) pairs of a real dataset, from --lengths
+ALL_TRAINED = [False]  # --all-trained: no prompt tokens, so the LM head runs at every position (honest 6N MFU)
 
 
 def synthetic_samples(vocab: int, n_tokens: int, seq: int, seed: int = 0, learnable: bool = False) -> list[dict]:
@@ -62,6 +63,7 @@ def synthetic_samples(vocab: int, n_tokens: int, seq: int, seed: int = 0, learna
             ids = [start + (i % 16) for i in range(n)]
         else:
             ids = torch.randint(1, vocab, (n,), generator=g).tolist()
+        prompt = 0 if ALL_TRAINED[0] else prompt
         samples.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
         total += n
     return samples
@@ -151,6 +153,7 @@ PLANS = {  # (model, rows, layout, compile)
     "alpaca": [("llama-3.2-1b", 8, "packed", False), ("llama-3.2-1b", 8, "article", False),
                ("llama-3.2-1b", 8, "packed-posids", False), ("llama-3.2-1b", 16, "packed-posids", True),
                ("smollm2-360m", 16, "packed", False), ("smollm2-360m", 16, "article", False)],
+    "mfu": [("llama-3.2-1b", 24, "packed-posids", True), ("llama-3.2-1b", 32, "packed-posids", True)],
     "tiny": [("tiny", 2, "packed", False), ("tiny", 2, "article", False), ("tiny", 2, "packed", True)],
 }
 
@@ -162,12 +165,14 @@ def main():
     p.add_argument("--json", help="write the result rows to this file as they come")
     p.add_argument("--plan", choices=list(PLANS), help="default: full (tiny with --tiny)")
     p.add_argument("--lengths", help="JSON list of [length, prompt length] pairs to draw sample lengths from")
+    p.add_argument("--all-trained", action="store_true", help="train every token (the LM head runs everywhere)")
     p.add_argument("--budget", type=float, default=480, help="seconds: skip the remaining runs after this")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     seq = 128 if args.tiny else 1024
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
     rows_out, start = [], time.perf_counter()
+    ALL_TRAINED[0] = args.all_trained
     if args.lengths:
         LENGTHS.extend(json.load(open(args.lengths)))
     for name, rows, layout, compile in PLANS[args.plan or ("tiny" if args.tiny else "full")]:
