@@ -1,0 +1,51 @@
+"""The exercise framework: verdicts, placeholders, answers that raise, keys."""
+import pytest
+
+from ftlib import exercises as ex
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setattr(ex, "_REGISTRY", {})
+    monkeypatch.setattr(ex, "_MODULES", ())
+
+    @ex.register("99.1", "double it", hint="multiply by two", success="2x works")
+    def _check(fn):
+        for x in (0, 3, -2):
+            if fn(x) != 2 * x:
+                return f"f({x}) gave {fn(x)}, expected {2 * x}"
+        return None
+
+    return ex.exercise("99.1")
+
+
+def test_right_answer_passes_and_prints_one_line(toy):
+    v = toy.check(lambda x: x + x)
+    assert v and repr(v) == "✓ 99.1 correct: 2x works"
+
+
+def test_wrong_answer_says_what_is_wrong(toy):
+    v = toy.check(lambda x: x * x)
+    assert not v and repr(v) == "✗ 99.1: f(3) gave 9, expected 6"
+
+
+def test_placeholder_and_raising_answers_get_a_verdict_not_a_traceback(toy):
+    assert "not answered yet" in repr(toy.check(...))
+    v = toy.check(lambda x: 1 / 0)
+    assert not v and "raised ZeroDivisionError: division by zero" in repr(v)
+
+
+def test_hint_and_solution_point_somewhere(toy, capsys):
+    toy.hint()
+    toy.solution()
+    out = capsys.readouterr().out
+    assert "multiply by two" in out and "notebooks/solutions/99_solutions.ipynb" in out
+
+
+def test_keys_are_checked(toy):
+    with pytest.raises(ValueError, match="'NN.k'"):
+        ex.register("3.1", "t", "h", "s")
+    with pytest.raises(ValueError, match="registered twice"):
+        ex.register("99.1", "t", "h", "s")(lambda a: None)
+    with pytest.raises(KeyError, match="no exercise '42.1'"):
+        ex.exercise("42.1")
