@@ -261,27 +261,3 @@ def train_dpo(policy, loader, config: DPOConfig, reference=None, eval_loader=Non
                    objective=DPOObjective(reference, config.beta))
     policy.eval()
     return result
-
-
-def plot_dpo(history: list[dict], axes=None):
-    """Loss, reward margin and reward accuracy per step (held-out values as points where logged)."""
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    steps = [r["step"] for r in history]
-    for ax, key, title in zip(axes, ("loss", "margin", "accuracy"), ("DPO loss", "reward margin", "reward accuracy")):
-        ax.plot(steps, [r[key] for r in history], label="train batch", alpha=0.5)
-        window = 5
-        values = [r[key] for r in history]
-        smooth = [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
-                  for i in range(len(values))]
-        ax.plot(steps, smooth, label=f"mean of {window}")
-        evals = [(r["step"], r[f"eval_{key}"]) for r in history if f"eval_{key}" in r]
-        if evals:
-            ax.plot(*zip(*evals), "o", label="held-out")
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    return axes

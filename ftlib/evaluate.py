@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +125,12 @@ class GenerationReport:
     def lengths(self) -> list[int]:
         return reply_lengths(self.replies)
 
+    def select(self, indices: Iterable[int]) -> GenerationReport:
+        """The report of a subset of the prompts: one batched ``generate_replies`` call can serve several reports."""
+        indices = list(indices)
+        return GenerationReport([self.prompts[i] for i in indices], [self.replies[i] for i in indices],
+                                self.max_new_tokens)
+
     def summary(self) -> dict[str, float]:
         lengths = np.asarray(self.lengths)
         return {"stop_rate": self.stop_rate, "mean_length": float(lengths.mean()),
@@ -169,35 +175,3 @@ def probe_table(reports: dict[str, GenerationReport], width: int = 70) -> str:
             end = "[limit]" if reply.finish_reason == "length" else "[stop]"
             lines.append(f"  {name:>8} {end:7} {text}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- plots
-def plot_lengths(reports: dict[str, GenerationReport], ax=None, bins: int = 16):
-    """Histogram of reply lengths per model; the dashed line is the length limit (replies there never stopped)."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.2))
-    limit = max(r.max_new_tokens for r in reports.values())
-    edges = np.linspace(0, limit + 1, bins + 1)
-    ax.hist([r.lengths for r in reports.values()], bins=edges,  # side-by-side bars, one colour per model
-            label=[f"{name} (stop rate {r.stop_rate:.0%})" for name, r in reports.items()])
-    ax.axvline(limit, color="k", ls="--", lw=1)
-    ax.set_xlabel("reply length (tokens)")
-    ax.set_ylabel("replies")
-    ax.legend()
-    return ax
-
-
-def plot_stop_rates(rates: dict[str, float], ax=None):
-    """Bar chart of stop rates (0 to 1)."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3))
-    bars = ax.bar(list(rates), list(rates.values()), color=[f"C{i}" for i in range(len(rates))])  # as plot_lengths
-    for bar, value in zip(bars, rates.values()):
-        ax.text(bar.get_x() + bar.get_width() / 2, value + 0.02, f"{value:.0%}", ha="center")
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("stop rate")
-    return ax

@@ -16,11 +16,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
-
-from ftlib import data as ftdata
+from ftlib.config import option, validate
 from ftlib.profiles import Profile, get_profile
+
+if TYPE_CHECKING:  # imported when a mixture is built: a config (ftlib.sft's fast checks) must not pay for it
+    import datasets
 
 # FastChat's identity chats name their assistant; these patterns turn it into ours.
 _RENAMES = [(re.compile(r"Large Model Systems Organization \(LMSYS\)"), "{author}"),
@@ -31,21 +33,20 @@ _RENAMES = [(re.compile(r"Large Model Systems Organization \(LMSYS\)"), "{author
 class MixtureConfig:
     """How many records of each kind; validated when built."""
 
-    instructions: int = 240  # Alpaca records as single-turn chats
-    chained: int = 40  # two- and three-exchange chats made of further Alpaca records
-    chats: int = 120  # multi-turn chats (renamed FastChat chats offline, UltraChat on the hub)
-    identity_repeats: int = 2  # the identity records, this many times each
-    test_instructions: int = 16  # held out: the before/after generations
-    eval_records: int = 24  # held out: the eval loss (instructions, as chats)
-    max_output_chars: int = 600  # instructions whose answer is longer are skipped (rows are short on a CPU)
-    test_max_output_chars: int = 240  # held-out instructions have short reference answers: a reply can end in time
-    seed: int = 0
+    instructions: int = option(240, "Alpaca records as single-turn chats", ge=0)
+    chained: int = option(40, "two- and three-exchange chats made of further Alpaca records", ge=0)
+    chats: int = option(120, "multi-turn chats (renamed FastChat chats offline, UltraChat on the hub)", ge=0)
+    identity_repeats: int = option(2, "the identity records, this many times each", ge=0)
+    test_instructions: int = option(16, "held out: the before/after generations", ge=0)
+    eval_records: int = option(24, "held out: the eval loss (instructions, as chats)", ge=0)
+    max_output_chars: int = option(600, "instructions whose answer is longer are skipped (rows are short on a "
+                                        "CPU)", ge=0)
+    test_max_output_chars: int = option(240, "held-out instructions have short reference answers: a reply can "
+                                             "end in time", ge=0)
+    seed: int = option(0, "order of the records and of the held-out split")
 
     def __post_init__(self) -> None:
-        for name in ("instructions", "chained", "chats", "identity_repeats", "test_instructions", "eval_records",
-                     "max_output_chars", "test_max_output_chars"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"MixtureConfig.{name} must be >= 0, got {getattr(self, name)}")
+        validate(self)
 
 
 @dataclass
@@ -70,6 +71,10 @@ def _as_chat(record: dict) -> list[dict]:
 def build_mixture(cfg: MixtureConfig = MixtureConfig(), profile: Profile | str | None = None, name: str = "Ada",
                   author: str = "the ftlib course") -> Mixture:
     """Split, convert and mix; the same config and profile always give the same records in the same order."""
+    import datasets
+
+    from ftlib import data as ftdata
+
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     rng = random.Random(cfg.seed)
     alpaca = [r for r in ftdata.load_instructions(profile) if len(r["output"]) <= cfg.max_output_chars]

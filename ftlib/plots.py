@@ -1,8 +1,21 @@
-"""Plots learners would rather look at than read: loss curves from a training run's metrics."""
+"""Plots learners would rather look at than read: loss curves, DPO rewards, reply lengths, stop rates, and token
+probabilities before and after a sampling step. Each draws on ``ax``/``axes`` if given and returns it."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ftlib.evaluate import GenerationReport
+
+
+def running_mean(values: list[float], window: int) -> list[float]:
+    """Mean of the last ``window`` values at each point (fewer at the start)."""
+    return [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
+            for i in range(len(values))]
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -23,8 +36,7 @@ def plot_losses(history: list[dict] | str | Path, ax=None, label: str = "train",
     steps = [r["step"] for r in rows]
     losses = [r["loss"] for r in rows]
     if smooth > 1:
-        losses = [sum(losses[max(0, i - smooth + 1): i + 1]) / len(losses[max(0, i - smooth + 1): i + 1])
-                  for i in range(len(losses))]
+        losses = running_mean(losses, smooth)
     ax.plot(steps, losses, label=f"{label} loss" + (f" (mean of {smooth})" if smooth > 1 else ""))
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     if evals:
@@ -32,5 +44,80 @@ def plot_losses(history: list[dict] | str | Path, ax=None, label: str = "train",
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss per trained token")
     ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def plot_dpo(history: list[dict], axes=None):
+    """Loss, reward margin and reward accuracy per step (held-out values as points where logged)."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    steps = [r["step"] for r in history]
+    for ax, key, title in zip(axes, ("loss", "margin", "accuracy"), ("DPO loss", "reward margin", "reward accuracy")):
+        ax.plot(steps, [r[key] for r in history], label="train batch", alpha=0.5)
+        window = 5
+        ax.plot(steps, running_mean([r[key] for r in history], window), label=f"mean of {window}")
+        evals = [(r["step"], r[f"eval_{key}"]) for r in history if f"eval_{key}" in r]
+        if evals:
+            ax.plot(*zip(*evals), "o", label="held-out")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    return axes
+
+
+def plot_lengths(reports: dict[str, GenerationReport], ax=None, bins: int = 16):
+    """Histogram of reply lengths per model; the dashed line is the length limit (replies there never stopped)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
+    limit = max(r.max_new_tokens for r in reports.values())
+    import numpy as np
+
+    edges = np.linspace(0, limit + 1, bins + 1)
+    ax.hist([r.lengths for r in reports.values()], bins=edges,  # side-by-side bars, one colour per model
+            label=[f"{name} (stop rate {r.stop_rate:.0%})" for name, r in reports.items()])
+    ax.axvline(limit, color="k", ls="--", lw=1)
+    ax.set_xlabel("reply length (tokens)")
+    ax.set_ylabel("replies")
+    ax.legend()
+    return ax
+
+
+def plot_stop_rates(rates: dict[str, float], ax=None):
+    """Bar chart of stop rates (0 to 1)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    bars = ax.bar(list(rates), list(rates.values()), color=[f"C{i}" for i in range(len(rates))])  # as plot_lengths
+    for bar, value in zip(bars, rates.values()):
+        ax.text(bar.get_x() + bar.get_width() / 2, value + 0.02, f"{value:.0%}", ha="center")
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("stop rate")
+    return ax
+
+
+def plot_before_after(before: Tensor, after: Tensor, tokenizer, k: int = 12, ax=None, title: str = ""):
+    """Grouped bars: probabilities of the ``k`` most likely tokens *before* a step, and after it.
+
+    Filtered tokens drop to zero and the survivors grow, because the softmax renormalises what is left.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ax = ax or plt.subplots(figsize=(8, 3))[1]
+    p_before, p_after = before.float().reshape(-1).softmax(-1), after.float().reshape(-1).softmax(-1)
+    ids = p_before.topk(k).indices
+    x = np.arange(k)
+    ax.bar(x - 0.2, p_before[ids].numpy(), width=0.4, label="before")
+    ax.bar(x + 0.2, p_after[ids].numpy(), width=0.4, label="after")
+    ax.set_xticks(x, [repr(tokenizer.decode([i]))[1:-1] for i in ids.tolist()], rotation=45, ha="right")
+    ax.set_ylabel("probability")
+    ax.set_title(title)
     ax.legend()
     return ax

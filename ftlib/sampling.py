@@ -135,23 +135,3 @@ def top_tokens(logits: Tensor, tokenizer, k: int = 10) -> list[tuple[str, float]
     probs = logits.float().reshape(-1).softmax(dim=-1)
     values, ids = probs.topk(k)
     return [(tokenizer.decode([i]), p) for i, p in zip(ids.tolist(), values.tolist())]
-
-
-def plot_before_after(before: Tensor, after: Tensor, tokenizer, k: int = 12, ax=None, title: str = ""):
-    """Grouped bars: probabilities of the ``k`` most likely tokens *before* a step, and after it.
-
-    Filtered tokens drop to zero and the survivors grow, because the softmax renormalises what is left.
-    """
-    import matplotlib.pyplot as plt
-
-    ax = ax or plt.subplots(figsize=(8, 3))[1]
-    p_before, p_after = before.float().reshape(-1).softmax(-1), after.float().reshape(-1).softmax(-1)
-    ids = p_before.topk(k).indices
-    x = torch.arange(k).numpy()
-    ax.bar(x - 0.2, p_before[ids].numpy(), width=0.4, label="before")
-    ax.bar(x + 0.2, p_after[ids].numpy(), width=0.4, label="after")
-    ax.set_xticks(x, [repr(tokenizer.decode([i]))[1:-1] for i in ids.tolist()], rotation=45, ha="right")
-    ax.set_ylabel("probability")
-    ax.set_title(title)
-    ax.legend()
-    return ax

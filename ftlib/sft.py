@@ -1,5 +1,6 @@
 """`python -m ftlib.sft`: supervised fine-tuning from a YAML config and/or flags.
 
+    python -m ftlib.sft --config configs/sft-chat.yaml          # notebook 05's run (its profiles: block per profile)
     python -m ftlib.sft --config configs/sft-identity.yaml
     python -m ftlib.sft --model instruct --dataset identity --max-steps 40 --output-dir outputs/sft-identity
     torchrun --nproc_per_node 2 -m ftlib.sft --config ...      # DDP (gloo on CPU, NCCL on GPUs)
@@ -19,6 +20,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import sys
 import types
 import typing
@@ -31,7 +33,8 @@ import yaml
 from ftlib import data as ftdata
 from ftlib.config import ConfigError, TrainConfig, option, validate
 from ftlib.data import DataError
-from ftlib.profiles import PROFILES, get_profile
+from ftlib.mixture import MixtureConfig
+from ftlib.profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from ftlib.samples import pad_token_id, tokenise_dataset
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
 
 Format = Literal["auto", "alpaca", "alpaca-article", "chat", "article-chat"]
 FORMATS = typing.get_args(Format)
-__all__ = ["ConfigError", "SFTConfig", "main", "parse_config", "prepare_samples", "run"]  # ConfigError: ftlib.config
+# ConfigError comes from ftlib.config
+__all__ = ["ConfigError", "SFTConfig", "load_config", "main", "parse_config", "prepare_samples", "run"]
 
 
 @dataclass
@@ -49,7 +53,8 @@ class SFTConfig:
 
     model: str = option("instruct", "a role (instruct, base), an offline asset, a local directory or a hub id")
     profile: str | None = option(None, f"one of {', '.join(PROFILES)}; default: $FTLIB_PROFILE or offline")
-    dataset: str = option("alpaca", "alpaca, identity, chat, or the path of a .json/.jsonl file")
+    dataset: str = option("alpaca", "alpaca, identity, chat, mixture (notebook 05's: see mixture), or the path "
+                                    "of a .json/.jsonl file")
     format: Format = option("auto", "alpaca / alpaca-article prompts, or chat (the tokenizer's template) / "
                                     "article-chat; auto: chat when the tokenizer has a template or the data is chats")
     identity_name: str = option("Ada", "the name the identity dataset teaches")
@@ -57,6 +62,8 @@ class SFTConfig:
     limit: int | None = option(None, "use only the first N records", ge=1)
     eval_fraction: float = option(0.05, "share of the records held out for the eval loss", ge=0, lt=1)
     max_length: int = option(512, "tokens per sample (packed: per row)", ge=2)
+    overlong: Literal["truncate", "drop"] = option("truncate", "a sample longer than max_length: cut it, or drop it "
+                                                               "(no answer is trained without its end)")
     strategy: Literal["pad", "dynamic", "packed"] = option("packed", "how samples become batches")
     batch_size: int = option(4, "rows per process; the global batch is batch_size x processes (x grad_accum)", ge=1)
     train_on_prompt: bool = option(False, "train on the prompt tokens too")
@@ -66,6 +73,7 @@ class SFTConfig:
     fsdp: bool = option(False, "shard the model over the processes (FSDP2) instead of replicating it (DDP)")
     resume: bool = option(False, "continue from the newest checkpoint in output_dir (same config only)")
     resume_force: bool = option(False, "resume even if the config differs from the recorded one (implies --resume)")
+    mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)  # dataset: mixture only (YAML)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -80,7 +88,16 @@ class SFTConfig:
 
 def load_records(cfg: SFTConfig, verbose: bool = True) -> datasets.Dataset:
     """The dataset named in the config, normalised (instruction/input/output or messages). A file is checked
-    record by record (``ftlib.data.load_file``): bad records are dropped and, if ``verbose``, listed."""
+    record by record (``ftlib.data.load_file``): bad records are dropped and, if ``verbose``, listed. The mixture
+    brings its own held-out eval records (column ``split``: train / eval)."""
+    if cfg.dataset == "mixture":
+        import datasets
+
+        from ftlib.mixture import build_mixture
+
+        mix = build_mixture(cfg.mixture, cfg.profile, name=cfg.identity_name, author=cfg.identity_author)
+        train = mix.train.remove_columns("source").add_column("split", ["train"] * len(mix.train))
+        return datasets.concatenate_datasets([train, mix.eval.add_column("split", ["eval"] * len(mix.eval))])
     if cfg.dataset == "alpaca":
         ds = ftdata.load_instructions(cfg.profile)
     elif cfg.dataset == "identity":
@@ -93,8 +110,8 @@ def load_records(cfg: SFTConfig, verbose: bool = True) -> datasets.Dataset:
             print(report)
         return ds
     else:
-        raise DataError(f"dataset {cfg.dataset!r}: no such file; use alpaca, identity, chat or the path of a "
-                        ".json/.jsonl file")
+        raise DataError(f"dataset {cfg.dataset!r}: no such file; use alpaca, identity, chat, mixture or the path "
+                        "of a .json/.jsonl file")
     return ds.select(range(min(cfg.limit, len(ds)))) if cfg.limit else ds
 
 
@@ -113,14 +130,20 @@ def prepare_samples(cfg: SFTConfig, tokenizer, records: datasets.Dataset):
         raise DataError(f"{cfg.dataset}: format {fmt!r} needs instruction records, but it holds chats; "
                         "use --format chat")
     style = "article" if fmt == "alpaca-article" else "alpaca"
-    if cfg.eval_fraction and len(records) - math.ceil(cfg.eval_fraction * len(records)) < 1:
+    if "split" in records.column_names:  # held out by the data itself (the mixture)
+        split = {part: records.filter(lambda r, p=part: r["split"] == p).remove_columns("split")
+                 for part in ("train", "eval")}
+        split["test"] = split.pop("eval")
+    elif cfg.eval_fraction and len(records) - math.ceil(cfg.eval_fraction * len(records)) < 1:
         raise DataError(f"{cfg.dataset}: {len(records)} usable record(s) leave none to train on after holding out "
                         f"eval_fraction={cfg.eval_fraction}; add records or pass --eval-fraction 0")
-    split = records.train_test_split(test_size=cfg.eval_fraction, seed=cfg.train.seed) if cfg.eval_fraction else None
+    else:
+        split = (records.train_test_split(test_size=cfg.eval_fraction, seed=cfg.train.seed) if cfg.eval_fraction
+                 else None)
     kw = dict(style=style, chat_template=template, train_on_prompt=cfg.train_on_prompt, max_length=cfg.max_length,
-              overlong="truncate", on_error="skip")
+              overlong=cfg.overlong, on_error="skip")
     train_tok, report = tokenise_dataset(split["train"] if split else records, tokenizer, **kw)
-    eval_tok = tokenise_dataset(split["test"], tokenizer, **kw)[0] if split else None
+    eval_tok = tokenise_dataset(split["test"], tokenizer, **kw)[0] if split and len(split["test"]) else None
     return train_tok, eval_tok, template or tokenizer.chat_template, report
 
 
@@ -241,6 +264,7 @@ def parse_config(argv: list[str] | None = None) -> SFTConfig:
     parser.add_argument("--config", help="YAML file with SFTConfig / TrainConfig keys (flags override it)")
     config_path = _config_path(argv)
     values = _read_yaml(Path(config_path)) if config_path else {}
+    values = _with_profile(values, _profile_name(argv, values), config_path)
     nested = values.pop("train", {}) or {}
     if not isinstance(nested, dict):
         raise SystemExit(f"config {config_path}: 'train' must hold key: value pairs")
@@ -259,6 +283,40 @@ def parse_config(argv: list[str] | None = None) -> SFTConfig:
         return SFTConfig(train=tcfg, **{k: v for k, v in args.items() if k in sft_names})
     except ConfigError as e:
         raise SystemExit(str(e)) from None
+
+
+def load_config(path: str | Path, profile: str | None = None) -> SFTConfig:
+    """The config a YAML file gives under ``profile`` (its ``profiles:`` block on top): what a notebook runs, read
+    from the same file as ``python -m ftlib.sft --config`` reads. A bad key or value raises ConfigError."""
+    try:
+        return parse_config(["--config", str(path)] + (["--profile", profile] if profile else []))
+    except SystemExit as e:
+        raise ConfigError(str(e.code)) from None
+
+
+def _with_profile(values: dict, profile: str, config_path: str | None) -> dict:
+    """The YAML's keys with its ``profiles: {<profile>: {...}}`` block merged on top (nested dicts key by key)."""
+    blocks = values.pop("profiles", None) or {}
+    if not isinstance(blocks, dict) or not all(isinstance(b, dict) or b is None for b in blocks.values()):
+        raise SystemExit(f"config {config_path}: 'profiles' must map profile names to key: value pairs")
+    unknown = sorted(set(blocks) - set(PROFILES))
+    if unknown:
+        raise SystemExit(f"config {config_path}: profiles: {', '.join(unknown)} is not a profile; use "
+                         f"{', '.join(PROFILES)}")
+    merged = dict(values)
+    for key, value in (blocks.get(profile) or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = {**merged[key], **value}
+        merged[key] = value
+    return merged
+
+
+def _profile_name(argv: list[str] | None, values: dict) -> str:
+    """The profile the run uses: --profile, else the YAML's profile key, else $FTLIB_PROFILE, else offline."""
+    pre = ArgumentParser(add_help=False)
+    pre.add_argument("--profile")
+    name = pre.parse_known_args(argv)[0].profile or values.get("profile")
+    return name or os.environ.get("FTLIB_PROFILE") or DEFAULT_PROFILE
 
 
 def _config_path(argv: list[str] | None) -> str | None:

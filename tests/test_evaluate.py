@@ -59,6 +59,9 @@ def test_generate_replies_agrees_with_hf_generate(tokenizer, tiny_model):
     assert report.replies[0].finish_reason == "eos" and report.lengths[0] <= 4
     summary = report.summary()
     assert summary["stop_rate"] + summary["at_limit"] == pytest.approx(1.0)
+    part = report.select([2, 0])  # a subset report: its prompts, replies and rates, in the order asked
+    assert part.prompts == [prompts[2], prompts[0]] and part.replies == [report.replies[2], report.replies[0]]
+    assert part.stop_rate == ev.stop_rate([rows[2], rows[0]], stop_ids={stop})
 
 
 def test_response_loss_is_hf_loss_and_perplexity_its_exp(tokenizer, tiny_model):

@@ -15,7 +15,7 @@ def test_rename_assistant_turns_vicuna_into_ours():
 
 
 def test_config_is_validated_when_built():
-    with pytest.raises(ValueError, match="MixtureConfig.chats must be >= 0"):
+    with pytest.raises(ValueError, match="chats=-1: must be >= 0"):
         MixtureConfig(chats=-1)
 
 

@@ -5,12 +5,16 @@ nbval runs the notebooks with the offline profile and compares checked cells; th
 top to bottom under another profile, so a path that the offline run never takes cannot rot unnoticed."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from ftlib.sft import load_config
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
@@ -26,6 +30,11 @@ def test_notebooks_05_and_06_run_under_the_tiny_profile(monkeypatch):
         NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
         executed[name] = nb
     final = NOTEBOOKS / "outputs" / "sft-chat-tiny" / "final"
+    # one source of truth: what 05 ran is what `python -m ftlib.sft --config configs/sft-chat.yaml` runs
+    recorded = json.loads((final.parent / "run_config.json").read_text())["config"]
+    cli = json.loads(json.dumps(dataclasses.asdict(load_config(NOTEBOOKS.parent / "configs" / "sft-chat.yaml",
+                                                                "tiny"))))
+    assert recorded == {"objective": "sft", **cli}
     assert (final / "model.safetensors").exists() and (final / "chat_template.jinja").exists()
     text = "".join(o.get("text", "") for c in executed["05_sft.ipynb"].cells for o in c.get("outputs", []))
     assert "profile tiny: base model 'tiny-base', full fine-tuning" in text

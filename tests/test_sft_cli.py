@@ -3,13 +3,17 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from ftlib.sft import SFTConfig, parse_config, prepare_samples
+from ftlib.mixture import MixtureConfig
+from ftlib.sft import ConfigError, SFTConfig, load_config, parse_config, prepare_samples
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 from ftlib.testing import tiny_llama_for
+
+CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,36 @@ def test_yaml_then_flags_override(tmp_path):
         parse_config(["--config", str(path)])
     with pytest.raises(SystemExit, match="lora and fsdp"):
         parse_config(["--lora", "--fsdp"])
+
+
+def test_a_profiles_block_goes_on_top_of_the_yaml_and_flags_on_top_of_both(tmp_path, monkeypatch):
+    """Notebook 05 and the CLI read configs/sft-chat.yaml; the active profile's block changes only what it names."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model: base\nlora: true\nmixture: {chats: 7, eval_records: 3}\ntrain: {max_steps: 5}\n"
+                    "profiles:\n  hub-gpu: {lora: false, mixture: {chats: 9}, train: {epochs: 2, max_steps: null}}\n")
+    monkeypatch.delenv("FTLIB_PROFILE", raising=False)
+    offline = load_config(path)
+    assert (offline.lora, offline.mixture.chats, offline.mixture.eval_records, offline.train.max_steps) == \
+        (True, 7, 3, 5)
+    gpu = load_config(path, "hub-gpu")  # nested blocks merge key by key: eval_records stays 3
+    assert (gpu.lora, gpu.mixture.chats, gpu.mixture.eval_records, gpu.train.max_steps, gpu.train.epochs) == \
+        (False, 9, 3, None, 2)
+    monkeypatch.setenv("FTLIB_PROFILE", "hub-gpu")  # the notebook's and the CLI's default profile
+    assert parse_config(["--config", str(path), "--lora"]).lora  # a flag beats the profile's block
+    assert not parse_config(["--config", str(path)]).lora
+    path.write_text("model: base\nprofiles:\n  gpu: {lora: false}\n")
+    with pytest.raises(ConfigError, match="profiles: gpu is not a profile; use offline, "):
+        load_config(path)
+
+
+def test_the_shipped_chat_config_is_notebook_05s_run_for_every_profile():
+    for name in ("offline", "hub-cpu", "hub-gpu", "tiny"):
+        cfg = load_config(CONFIGS / "sft-chat.yaml", name)
+        assert cfg.dataset == "mixture" and cfg.format == "article-chat" and cfg.overlong == "drop"
+        assert cfg.train.output_dir == f"outputs/sft-chat-{name}"  # where notebook 06 looks for the model
+    offline, gpu = load_config(CONFIGS / "sft-chat.yaml", "offline"), load_config(CONFIGS / "sft-chat.yaml", "hub-gpu")
+    assert offline.lora and offline.train.max_steps == 48 and offline.mixture == MixtureConfig()
+    assert not gpu.lora and gpu.max_length == 1024 and gpu.train.max_steps is None
 
 
 def test_chat_format_records_the_template_it_trained_with(tokenizer, tiny_dir):
