@@ -24,8 +24,13 @@ assets: $(STAMP)
 lab: assets
 	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Two workers of one thread each: on 2 cores this beats one worker of two threads, since imports, kernel start-ups
+# and Python are single-threaded. Unit tests: pytest-xdist, a file per worker (module fixtures are set up once).
+# Notebooks: two pytest processes, 05 + 06 (06 chats with the model 05 saves) beside all the others. For the notebooks
+# one thread is also a cross-machine test: every fp32 sum runs with another thread count than the one that wrote
+# the committed outputs (the AVX2 pin below does not reach fp32 matmuls).
 unit: assets
-	$(BIN)/python -m pytest -q tests/
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile tests/
 
 # Committed outputs come from an ordinary, unpinned run (on an AVX-512-BF16 CPU, 2 threads). The kernels under
 # nbval are pinned to AVX2, so every CI run crosses an instruction-set boundary and a checked cell that depends on
@@ -34,8 +39,16 @@ unit: assets
 # x86-64 only (elsewhere the variables mean nothing).
 PIN_ISA := $(if $(filter x86_64 amd64,$(shell uname -m)),ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
 
+NB_PAIR := notebooks/05_sft.ipynb notebooks/06_chat.ipynb
+NB_LOGS := $(VENV)/nbval
+
 notebooks: assets
-	$(PIN_ISA) $(BIN)/python -m pytest -q $(NBVAL) notebooks/
+	@mkdir -p $(NB_LOGS); echo "nbval: 05 + 06 beside the other notebooks (logs: $(NB_LOGS)/)"
+	@export OMP_NUM_THREADS=1 $(PIN_ISA); \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=5 $(NBVAL) $(NB_PAIR) >$(NB_LOGS)/pair.log 2>&1 & pair=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 $(NBVAL) $(addprefix --ignore=,$(NB_PAIR)) notebooks/ \
+	    >$(NB_LOGS)/rest.log 2>&1; rest=$$?; wait $$pair; pair=$$?; \
+	cat $(NB_LOGS)/pair.log $(NB_LOGS)/rest.log; test $$pair = 0 -a $$rest = 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check ftlib tests benchmarks

@@ -56,16 +56,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tiny_sft_model(monkeypatch) -> Path:
-    """Notebook 05's tiny-profile model, which 06 loads; made by executing 05 (seconds) when it is missing."""
-    final = NOTEBOOKS / "outputs" / "sft-chat-tiny" / "final"
-    if not (final / "config.json").exists():
-        with monkeypatch.context() as m:
-            m.setenv("FTLIB_PROFILE", "tiny")
-            m.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            nb = nbformat.read(NOTEBOOKS / "05_sft.ipynb", as_version=4)
-            NotebookClient(nb, timeout=600, kernel_name="python3",
-                           resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+def _tiny_sft_model(monkeypatch, notebooks: Path) -> Path:
+    """Notebook 05's tiny-profile model, which 06 loads, made by executing 05 (seconds) in the test's own copy of
+    the notebooks folder: nothing is shared with other tests, which may run at the same time (make test: xdist)."""
+    final = notebooks / "outputs" / "sft-chat-tiny" / "final"
+    with monkeypatch.context() as m:
+        m.setenv("FTLIB_PROFILE", "tiny")
+        m.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        nb = nbformat.read(NOTEBOOKS / "05_sft.ipynb", as_version=4)
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(notebooks)}}).execute()
     assert (final / "config.json").exists(), f"notebook 05 under the tiny profile did not write {final}"
     return final
 
@@ -75,14 +75,14 @@ def lab(tmp_path_factory):
     """A JupyterLab server on a free port with a token, over copies of notebooks 01 and 06: yields its base URL."""
     if sync_playwright is None or not CHROMIUM.exists():
         pytest.skip(SKIP)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        _tiny_sft_model(monkeypatch)
     home = tmp_path_factory.mktemp("lab")
     notebooks = home / "notebooks"
     notebooks.mkdir()
+    (home / "configs").symlink_to(ROOT / "configs")  # the notebooks read ../configs/sft-chat.yaml
     for name in ("01_generation.ipynb", "06_chat.ipynb"):
         shutil.copy(NOTEBOOKS / name, notebooks / name)
-    (notebooks / "outputs").symlink_to(NOTEBOOKS / "outputs")  # 06 reads outputs/sft-chat-tiny/final
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _tiny_sft_model(monkeypatch, notebooks)  # 06 reads outputs/sft-chat-tiny/final
     for path, text in LAB_SETTINGS.items():
         (home / "settings" / path).parent.mkdir(parents=True, exist_ok=True)
         (home / "settings" / path).write_text(text)
