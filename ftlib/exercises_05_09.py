@@ -97,8 +97,8 @@ def _accumulation(fn) -> str | None:
     if all(_close(v, e) for v, e in zip(values, expected)):
         return None
     if all(_close(v, s / n / len(sums)) for v, s, n in zip(values, sums, counts)):
-        return ("you weighted every micro-batch equally (the mean of their means), so its 1-token micro-batch "
-                "counts as much as the 10-token one: divide each sum by the step's total trained tokens")
+        return ("you weighted every micro-batch equally (the mean of their means), so a token of its 1-token "
+                "micro-batch counts 10 times as much as a token of the 10-token one")
     if all(_close(v, s / n) for v, s, n in zip(values, sums, counts)):
         return "each micro-batch's full mean is back-propagated, so the step's gradient is 3 times too large"
     return f"your losses add up to {sum(values):.4f}; one big batch of all 15 tokens has mean loss {sum(expected):.4f}"
@@ -242,7 +242,7 @@ def _lora_forward(fn) -> str | None:
     if torch.allclose(got, expected, atol=1e-5):
         return None
     base, update = x @ W.T, x @ A.T @ B.T
-    for factor, sentence in [(1, f"the adapter's update is {alpha // r} times too small: scale B A x by alpha / r"),
+    for factor, sentence in [(1, f"the adapter's update B A x comes out {alpha // r} times smaller than peft's"),
                              (r / alpha, "the update is scaled by r / alpha; it is alpha / r"),
                              (alpha, "the update is scaled by alpha; it is alpha / r"), (0, "the adapter is missing")]:
         if torch.allclose(got, base + factor * update, atol=1e-5):
