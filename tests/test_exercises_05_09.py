@@ -169,3 +169,27 @@ def test_solutions_notebook_checked_cells_are_clean(nb):
     from test_notebooks import problems
 
     assert problems(json.loads((SOLUTIONS / f"{nb}_solutions.ipynb").read_text(encoding="utf-8"))) == []
+
+
+def test_the_accumulation_solution_gives_one_big_batch_gradient():
+    """The peer of 05.2: gradients of the scaled micro-batch losses, added up, equal one big batch's."""
+    from ftlib.train import token_loss_sum
+
+    model = tiny_llama(vocab_size=64)
+    ids = torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[0, :7] = -100  # micro-batch 0 trains 1 token (its last), micro-batch 1 trains 7
+    micro = [{"input_ids": ids[i:i + 1], "labels": labels[i:i + 1]} for i in range(2)]
+
+    def grads(scale):
+        model.zero_grad()
+        sums, counts = zip(*(token_loss_sum(model, b) for b in micro))
+        for loss in scale(list(sums), list(counts)):
+            loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    model.zero_grad()
+    shifted_loss(model(input_ids=ids).logits, labels).backward()
+    big = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert torch.allclose(grads(micro_batch_losses), big, atol=1e-6)
+    assert not torch.allclose(grads(lambda s, n: [a / b / len(s) for a, b in zip(s, n)]), big, atol=1e-4)
