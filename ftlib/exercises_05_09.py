@@ -208,7 +208,7 @@ def _lora_count(answer) -> str | None:
             sum(s.numel() for s in shapes),
         "you counted r * d_in * d_out; A and B are two thin matrices, r * (d_in + d_out) numbers":
             sum(R07 * s.numel() for s in shapes),
-        "v_proj is not square here (grouped-query attention: 2 key/value heads of 4): use its printed shape":
+        "v_proj is not square here (grouped-query attention: 2 value heads for 4 query heads); use its shape":
             len(shapes) * R07 * 2 * shapes[0][0],
     }) or f"{int(value):,} is too {'high' if value > expected else 'low'}: add r * (d_in + d_out) over the layers"
 
