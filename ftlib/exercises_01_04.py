@@ -106,7 +106,31 @@ def _logits() -> torch.Tensor:
     return logits
 
 
-@register("01.1", "top-k by hand",
+@register("01.1", "temperature by hand",
+          success="your temperature matches ftlib's apply_temperature and Hugging Face's TemperatureLogitsWarper.",
+          hint="Divide the logits by the temperature: below 1 the gaps between logits grow, above 1 they shrink.")
+@_unanswered
+def _check_temperature(fn: Callable) -> str | None:
+    from transformers import TemperatureLogitsWarper
+
+    from ftlib.sampling import apply_temperature
+
+    for t in (0.5, 1.0, 1.5):
+        logits = _logits()
+        got = torch.as_tensor(_call(fn, logits, t), dtype=torch.float32)
+        want = apply_temperature(logits, t)
+        assert torch.allclose(want, TemperatureLogitsWarper(t)(None, logits.clone()))  # reference == peer
+        if torch.allclose(got, want):
+            continue
+        top = got.softmax(-1).max(-1).values.mean() > logits.softmax(-1).max(-1).values.mean()
+        if t != 1.0 and top != (t < 1):
+            return (f"at T={t} your distribution got {'sharper' if top else 'flatter'}, it should get "
+                    f"{'sharper' if t < 1 else 'flatter'}: divide the logits by T.")
+        return f"at T={t} your logits differ from logits / T."
+    return None
+
+
+@register("01.2", "top-k by hand",
           success="your top-k matches ftlib's apply_top_k and Hugging Face's TopKLogitsWarper.",
           hint="torch.topk(logits, k).values[..., -1:] is the k-th largest logit per row; mask what is below it.")
 @_unanswered
@@ -122,8 +146,7 @@ def _check_top_k(fn: Callable) -> str | None:
             return "your function changed the logits in place: return a new tensor (e.g. with masked_fill)."
         want = apply_top_k(logits, k)
         peer = TopKLogitsWarper(top_k=k)(None, logits.clone())
-        if not torch.equal(want, peer):  # the reference and the peer must agree, or the check itself is wrong
-            return "ftlib and transformers disagree here; please report this exercise."
+        assert torch.equal(want, peer)  # the reference and the peer agree, or the check itself is wrong
         if got.shape != want.shape:
             return f"returned shape {tuple(got.shape)}, expected {tuple(want.shape)}: filter every row."
         if ((got == 0) & (want == NEG_INF)).any():
@@ -135,29 +158,11 @@ def _check_top_k(fn: Callable) -> str | None:
             row = int((kept != want_kept).nonzero()[0]) if (kept != want_kept).any() else 0
             return (f"with k={k}, row {row} keeps {int(kept[row])} tokens where top-k keeps {int(want_kept[row])} "
                     "(tokens tied with the k-th logit are kept too, the others unchanged).")
+    row = _logits()[0]
+    if not torch.equal(torch.as_tensor(_call(fn, row, 3)), apply_top_k(row, 3)):
+        return "a single row of logits ([V], as in the notebook) must work too: use dim=-1 and [..., -1:]."
     if not torch.equal(torch.as_tensor(_call(fn, _logits(), 0)), _logits()):
         return "top_k=0 means 'off' (as in generate): return the logits unchanged."
-    return None
-
-
-@register("01.2", "temperature by hand",
-          success="your temperature matches ftlib's apply_temperature and Hugging Face's TemperatureLogitsWarper.",
-          hint="Divide the logits by the temperature: below 1 the gaps between logits grow, above 1 they shrink.")
-@_unanswered
-def _check_temperature(fn: Callable) -> str | None:
-    from transformers import TemperatureLogitsWarper
-
-    for t in (0.5, 1.0, 1.5):
-        logits = _logits()
-        got = torch.as_tensor(_call(fn, logits, t), dtype=torch.float32)
-        want = TemperatureLogitsWarper(t)(None, logits.clone())
-        if torch.allclose(got, want):
-            continue
-        top = got.softmax(-1).max(-1).values.mean() > logits.softmax(-1).max(-1).values.mean()
-        if t != 1.0 and top != (t < 1):
-            return (f"at T={t} your distribution got {'sharper' if top else 'flatter'}, it should get "
-                    f"{'sharper' if t < 1 else 'flatter'}: divide the logits by T.")
-        return f"at T={t} your logits differ from logits / T."
     return None
 
 

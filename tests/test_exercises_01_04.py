@@ -46,28 +46,28 @@ def test_00_2_finish_reason():
 
 
 # ---------------------------------------------------------------- 01
-def test_01_1_top_k():
+def test_01_2_top_k():
     def right(logits, k):
         if k == 0:
             return logits
         return logits.masked_fill(logits < torch.topk(logits, k).values[..., -1:], float("-inf"))
 
-    passes("01.1", right)
-    fails("01.1", lambda logits, k: logits, "ignores top_k")
-    fails("01.1", lambda logits, k: right(logits, k).nan_to_num(neginf=0.0) if k else logits, "-inf, not 0")
-    fails("01.1", lambda logits, k: right(logits, k + 1), "with k=1, row 0 keeps 2 tokens where top-k keeps 1")
-    fails("01.1", lambda logits, k: logits.masked_fill_(logits < logits.topk(max(k, 1)).values[..., -1:],
+    passes("01.2", right)
+    fails("01.2", lambda logits, k: logits, "ignores top_k")
+    fails("01.2", lambda logits, k: right(logits, k).nan_to_num(neginf=0.0) if k else logits, "-inf, not 0")
+    fails("01.2", lambda logits, k: right(logits, k + 1), "with k=1, row 0 keeps 2 tokens where top-k keeps 1")
+    fails("01.2", lambda logits, k: logits.masked_fill_(logits < logits.topk(max(k, 1)).values[..., -1:],
                                                         float("-inf")), "changed the logits in place")
-    fails("01.1", lambda logits, k: right(logits, max(k, 1)), "top_k=0 means 'off'")
-    fails("01.1", lambda logits, k: logits.masked_fill(  # ties broken: keeps exactly k by index
+    fails("01.2", lambda logits, k: right(logits, max(k, 1)), "top_k=0 means 'off'")
+    fails("01.2", lambda logits, k: logits.masked_fill(  # ties broken: keeps exactly k by index
         torch.ones_like(logits, dtype=torch.bool).scatter(-1, logits.topk(max(k, 1)).indices, False), float("-inf")),
         "tied with the k-th logit")
 
 
-def test_01_2_temperature():
-    passes("01.2", lambda logits, t: logits / t)
-    fails("01.2", lambda logits, t: logits * t, "at T=0.5 your distribution got flatter")
-    fails("01.2", lambda logits, t: logits / t + 1, "differ from logits / T")
+def test_01_1_temperature():
+    passes("01.1", lambda logits, t: logits / t)
+    fails("01.1", lambda logits, t: logits * t, "at T=0.5 your distribution got flatter")
+    fails("01.1", lambda logits, t: logits / t + 1, "differ from logits / T")
 
 
 def test_01_3_top_p_prediction():
@@ -110,10 +110,10 @@ def test_03_1_instruction_labels():
     fails("03.1", lambda p, r, e: (p + r + [e], p + r + [e]), "every prompt token is trained")
     fails("03.1", lambda p, r, e: (p + r + [e], [-100] * (len(p) - 1) + r + [e, -100]), "shifted by one")
 
-    def my_labels(prompt_ids, response_ids, eos_id):
+    def my_sample(prompt_ids, response_ids, eos_id):
         ...  # as shipped
 
-    fails("03.1", my_labels, "not answered yet: my_labels returns None")
+    fails("03.1", my_sample, "not answered yet: my_sample returns None")
 
 
 def collate_right(samples, pad_id):
