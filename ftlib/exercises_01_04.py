@@ -11,8 +11,13 @@ from functools import lru_cache
 from typing import Any
 
 import torch
+from transformers import TemperatureLogitsWarper, TopKLogitsWarper
 
+from ftlib.batching import PaddingCollator
 from ftlib.exercises import register
+from ftlib.samples import assistant_char_spans, tokenise_instruction
+from ftlib.sampling import apply_temperature, apply_top_k, apply_top_p
+from ftlib.templates import ARTICLE_CHAT_TEMPLATE, format_alpaca
 
 IGNORE = -100
 NEG_INF = float("-inf")
@@ -26,6 +31,10 @@ def _smollm2():
     return load_tokenizer("instruct", "offline")
 
 
+class _Unanswered(Exception):
+    pass
+
+
 def _call(fn: Callable, *args: Any) -> Any:
     """Call the learner's function; a body still at ``...`` returns None, which gets "not answered yet"."""
     out = fn(*args)
@@ -35,27 +44,20 @@ def _call(fn: Callable, *args: Any) -> Any:
     return out
 
 
-class _Unanswered(Exception):
-    pass
-
-
-def _unanswered(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-    """Turn ``_Unanswered`` into the check's sentence (not the framework's "your answer raised ...")."""
-    def wrapped(answer: Any) -> str | None:
-        try:
-            return check(answer)
-        except _Unanswered as e:
-            return str(e)
-    wrapped.__name__ = check.__name__
-    return wrapped
-
-
-def _blank(answer: Any) -> bool:
-    """A dict of predictions still holding only ``...`` (as shipped)."""
-    return isinstance(answer, dict) and bool(answer) and all(v is ... for v in answer.values())
-
-
-BLANK = "not answered yet: replace each `...` in the dict with your prediction"
+def _exercise(key: str, title: str, hint: str, success: str) -> Callable:
+    """``register``, plus one verdict for every unanswered placeholder: a function whose body is ``...`` (see
+    ``_call``) or a dict of predictions still all ``...`` (the framework itself handles a bare ``...``)."""
+    def wrap(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+        def run(answer: Any) -> str | None:
+            if isinstance(answer, dict) and answer and all(v is ... for v in answer.values()):
+                return "not answered yet: replace each `...` in the dict with your prediction"
+            try:
+                return check(answer)
+            except _Unanswered as e:
+                return str(e)
+        register(key, title, hint, success)(run)
+        return check
+    return wrap
 
 
 def _first_diff(got: str, want: str) -> str:
@@ -66,9 +68,8 @@ def _first_diff(got: str, want: str) -> str:
 
 
 # ---------------------------------------------------------------- 00 · set-up
-@register("00.1", "keep only the generated tokens", success="generate returns prompt + answer; you kept the answer.",
+@_exercise("00.1", "keep only the generated tokens", success="generate returns prompt + answer; you kept the answer.",
           hint="`generate` returns the prompt's ids followed by the new ones: slice from the prompt's length on.")
-@_unanswered
 def _check_answer_ids(fn: Callable) -> str | None:
     prompt = torch.tensor([[5, 6, 7, 8]])
     out = torch.tensor([[5, 6, 7, 8, 40, 41, 2]])
@@ -83,9 +84,8 @@ def _check_answer_ids(fn: Callable) -> str | None:
     return f"for a 4-token prompt and output {out[0].tolist()} you returned {got.tolist()}, expected [40, 41, 2]."
 
 
-@register("00.2", "why did generation stop?", success="a reply ending in EOS stopped by itself, even at the limit.",
+@_exercise("00.2", "why did generation stop?", success="a reply ending in EOS stopped by itself, even at the limit.",
           hint="Look at the last token only: EOS means the model chose to stop, anything else means the limit.")
-@_unanswered
 def _check_finish_reason(fn: Callable) -> str | None:
     cases = [([30, 31, 2], 2, 20, "eos"), ([30, 31, 32], 2, 3, "length"), ([30, 31, 2], 2, 3, "eos"),
              ([30, 2, 31, 32], 2, 4, "length"), ([30, 31, 1], 1, 20, "eos")]
@@ -106,15 +106,10 @@ def _logits() -> torch.Tensor:
     return logits
 
 
-@register("01.1", "temperature by hand",
+@_exercise("01.1", "temperature by hand",
           success="your temperature matches ftlib's apply_temperature and Hugging Face's TemperatureLogitsWarper.",
           hint="Divide the logits by the temperature: below 1 the gaps between logits grow, above 1 they shrink.")
-@_unanswered
 def _check_temperature(fn: Callable) -> str | None:
-    from transformers import TemperatureLogitsWarper
-
-    from ftlib.sampling import apply_temperature
-
     for t in (0.5, 1.0, 1.5):
         logits = _logits()
         got = torch.as_tensor(_call(fn, logits, t), dtype=torch.float32)
@@ -122,23 +117,17 @@ def _check_temperature(fn: Callable) -> str | None:
         assert torch.allclose(want, TemperatureLogitsWarper(t)(None, logits.clone()))  # reference == peer
         if torch.allclose(got, want):
             continue
-        top = got.softmax(-1).max(-1).values.mean() > logits.softmax(-1).max(-1).values.mean()
-        if t != 1.0 and top != (t < 1):
-            return (f"at T={t} your distribution got {'sharper' if top else 'flatter'}, it should get "
-                    f"{'sharper' if t < 1 else 'flatter'}: divide the logits by T.")
+        sharper = got.softmax(-1).max(-1).values.mean() > logits.softmax(-1).max(-1).values.mean()
+        if t != 1.0 and sharper != (t < 1):
+            return f"at T={t} your distribution got {'sharper' if sharper else 'flatter'}: divide the logits by T."
         return f"at T={t} your logits differ from logits / T."
     return None
 
 
-@register("01.2", "top-k by hand",
+@_exercise("01.2", "top-k by hand",
           success="your top-k matches ftlib's apply_top_k and Hugging Face's TopKLogitsWarper.",
           hint="torch.topk(logits, k).values[..., -1:] is the k-th largest logit per row; mask what is below it.")
-@_unanswered
 def _check_top_k(fn: Callable) -> str | None:
-    from transformers import TopKLogitsWarper
-
-    from ftlib.sampling import apply_top_k
-
     for k in (1, 3, 10):
         logits = _logits()
         got = torch.as_tensor(_call(fn, logits, k), dtype=torch.float32)
@@ -169,14 +158,10 @@ def _check_top_k(fn: Callable) -> str | None:
 TOP_P_LOGITS = [2.0, 1.0, 0.5, 0.0, -1.0, -2.0]
 
 
-@register("01.3", "predict: top-p after temperature",
+@_exercise("01.3", "predict: top-p after temperature",
           success="the hotter the distribution, the more tokens top-p needs to cover p.",
           hint="Apply the temperature, softmax, sort descending, and count tokens until the running sum reaches 0.9.")
 def _check_top_p_prediction(answer: dict) -> str | None:
-    from ftlib.sampling import apply_temperature, apply_top_p
-
-    if _blank(answer):
-        return BLANK
     logits = torch.tensor(TOP_P_LOGITS)
     for t in (0.5, 1.0, 2.0):
         want = int((apply_top_p(apply_temperature(logits, t), 0.9) > NEG_INF).sum())
@@ -191,11 +176,10 @@ def _check_top_p_prediction(answer: dict) -> str | None:
 
 
 # ---------------------------------------------------------------- 02 · base vs instruct
-@register("02.1", "the instruct model's chat prompt", success="your prompt is exactly what apply_chat_template "
+@_exercise("02.1", "the instruct model's chat prompt", success="your prompt is exactly what apply_chat_template "
           "renders, generation prompt included.",
           hint="ChatML: '<|im_start|>role\\ncontent<|im_end|>\\n' per turn, SmolLM2's default system turn first, "
                "and '<|im_start|>assistant\\n' at the end.")
-@_unanswered
 def _check_chat_prompt(fn: Callable) -> str | None:
     tok = _smollm2()
     for question in ("Give me one tip for staying focused.", "What is 2 + 2?"):
@@ -215,7 +199,7 @@ def _check_chat_prompt(fn: Callable) -> str | None:
     return None
 
 
-@register("02.2", "predict: the instruct model's stop token", success="<|im_end|> ends a turn and the generation.",
+@_exercise("02.2", "predict: the instruct model's stop token", success="<|im_end|> ends a turn and the generation.",
           hint="Look at the chat prompt: which special token closes every turn?")
 def _check_stop_id(answer: Any) -> str | None:
     tok = _smollm2()
@@ -230,14 +214,10 @@ def _check_stop_id(answer: Any) -> str | None:
 
 
 # ---------------------------------------------------------------- 03 · Alpaca samples
-@register("03.1", "labels for an instruction sample",
+@_exercise("03.1", "labels for an instruction sample",
           success="prompt masked, response and EOS trained: the model learns the answer and to stop.",
           hint="input_ids = prompt + response + [eos]; labels: -100 for every prompt token, the ids themselves after.")
-@_unanswered
 def _check_instruction_labels(fn: Callable) -> str | None:
-    from ftlib.samples import tokenise_instruction
-    from ftlib.templates import format_alpaca
-
     tok = _smollm2()
     record = {"instruction": "Name a primary colour.", "input": "", "output": "Blue."}
     prompt, response = format_alpaca(record)
@@ -262,13 +242,10 @@ def _check_instruction_labels(fn: Callable) -> str | None:
     return f"position {i} ({part}) has label {labels[i]}, expected {want['labels'][i]}."
 
 
-@register("03.2", "fix: mask padding by position",
+@_exercise("03.2", "fix: mask padding by position",
           success="padding masked by position; every EOS target survives, though pad == eos.",
           hint="The collator knows each sample's length: set labels to -100 from that position on, whatever the id.")
-@_unanswered
 def _check_collate(fn: Callable) -> str | None:
-    from ftlib.batching import PaddingCollator
-
     eos = pad = 2
     samples = [{"input_ids": [1, 50, 51, 52, 2], "labels": [IGNORE, IGNORE, 51, 52, 2]},
                {"input_ids": [1, 60, 61, 2], "labels": [IGNORE, IGNORE, 61, 2]},
@@ -301,12 +278,10 @@ def padding_fractions(lengths: list[int], batch_size: int = 4, max_length: int =
             "grouped": dynamic(sorted(lengths, reverse=True))}
 
 
-@register("03.3", "predict: how much is padding?",
+@_exercise("03.3", "predict: how much is padding?",
           success="grouping samples of similar length removes nearly all padding.",
           hint="Per batch of 4, every row is as long as the batch's widest (or 1024): real tokens / rows x width.")
 def _check_padding_prediction(answer: dict) -> str | None:
-    if _blank(answer):
-        return BLANK
     if not isinstance(answer, dict):
         return "give a dict {'pad': fraction, 'dynamic': fraction, 'grouped': fraction}."
     for name, want in padding_fractions(PADDING_LENGTHS).items():
@@ -324,13 +299,10 @@ CHAT = [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "cont
         {"role": "user", "content": "Have a nice day!"}, {"role": "assistant", "content": "You too!"}]
 
 
-@register("04.1", "fix: a chat template without EOS",
+@_exercise("04.1", "fix: a chat template without EOS",
           success="every turn ends with EOS, so a trained model learns to end its turn.",
           hint="Look at what is emitted after each message: the EOS must follow assistant turns too.")
 def _check_template(template: str) -> str | None:
-    from ftlib.samples import assistant_char_spans
-    from ftlib.templates import ARTICLE_CHAT_TEMPLATE
-
     if not isinstance(template, str):
         return f"give the template as a string, got {type(template).__name__}."
     tok = _smollm2()
@@ -347,20 +319,16 @@ def _check_template(template: str) -> str | None:
         got = tok.apply_chat_template(CHAT, chat_template=template, tokenize=False, add_generation_prompt=gen)
         if got != want:
             return _first_diff(got, want) + (" (with the generation prompt)." if gen else ".")
-    assistant_char_spans(tok, CHAT, template)  # must locate every reply and its end token
     return None
 
 
 SYSTEM_CHAT = [{"role": "system", "content": "Answer briefly."}, *CHAT]
 
 
-@register("04.2", "assistant spans in a ChatML chat",
+@_exercise("04.2", "assistant spans in a ChatML chat",
           success="each reply with its <|im_end|> is trained; headers, user and system turns are not.",
           hint="Find each '<|im_start|>assistant\\n'; the span starts after it and ends after the next '<|im_end|>'.")
-@_unanswered
 def _check_spans(fn: Callable) -> str | None:
-    from ftlib.samples import assistant_char_spans
-
     tok, end = _smollm2(), "<|im_end|>"
     for chat in (CHAT, SYSTEM_CHAT, CHAT[:2]):
         text, want = assistant_char_spans(tok, chat)
@@ -378,7 +346,7 @@ def _check_spans(fn: Callable) -> str | None:
     return None
 
 
-@register("04.3", "predict: the cost of the default system prompt",
+@_exercise("04.3", "predict: the cost of the default system prompt",
           success="SmolLM2's template spends these tokens on every chat that has no system turn.",
           hint="Render a chat with the tokenizer's own template, then count the tokens of its first turn.")
 def _check_system_tokens(answer: Any) -> str | None:
