@@ -59,6 +59,8 @@ def test_01_2_top_k():
     fails("01.2", lambda logits, k: logits.masked_fill_(logits < logits.topk(max(k, 1)).values[..., -1:],
                                                         float("-inf")), "changed the logits in place")
     fails("01.2", lambda logits, k: right(logits, max(k, 1)), "top_k=0 means 'off'")
+    fails("01.2", lambda logits, k: logits.masked_fill(logits < torch.topk(logits, k).values[..., -1:], float("-inf")),
+          "top_k=0 means 'off'")  # raises at k=0: still the sentence, not a traceback
     fails("01.2", lambda logits, k: logits.masked_fill(  # ties broken: keeps exactly k by index
         torch.ones_like(logits, dtype=torch.bool).scatter(-1, logits.topk(max(k, 1)).indices, False), float("-inf")),
         "tied with the k-th logit")
