@@ -49,3 +49,23 @@ def test_keys_are_checked(toy):
         ex.register("99.1", "t", "h", "s")(lambda a: None)
     with pytest.raises(KeyError, match="no exercise '42.1'"):
         ex.exercise("42.1")
+
+
+def test_every_notebook_has_two_to_four_checked_exercises_with_solutions():
+    """The course promise: each notebook ends with 2-4 exercises whose checks exist, solved in notebooks/solutions."""
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    root = Path(__file__).parent.parent / "notebooks"
+    registered = ex.all_exercises()
+    for path in sorted(root.glob("[0-9][0-9]_*.ipynb")):
+        nb_key = path.name[:2]
+        code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        keys = sorted(set(re.findall(r'exercise\("(\d\d\.\d+)"\)', "\n".join(code))))
+        assert 2 <= len(keys) <= 4 and all(k.startswith(nb_key + ".") for k in keys), (path.name, keys)
+        assert keys == sorted(k for k in registered if k.startswith(nb_key + ".")), path.name
+        solutions = root / "solutions" / f"{nb_key}_solutions.ipynb"
+        solved = "\n".join(c.source for c in nbformat.read(solutions, as_version=4).cells if c.cell_type == "code")
+        assert all(f'exercise("{k}")' in solved for k in keys), solutions.name
