@@ -5,8 +5,9 @@ the reader, so every *measured-looking* number in a markdown cell must appear in
 
 What counts as a measured number (a claim): digits followed by a unit — ``%``, ``x``/``×``, ``s``/``sec``/
 ``seconds``, ``min``/``minutes``, ``ms``, ``GB``/``GiB``/``MB``/``MiB``, ``tok/s``/``tokens/s``, ``steps``,
-``batches`` — a number word before ``times`` ("five times fewer"), and a decimal number within four words after
-"loss". Numbers inside inline code or code blocks are code, not claims.
+``batches`` — a number word before ``times`` and a comparative ("five times fewer"), and a decimal number within
+four words after "loss". A size of hardware ("a 24 GB card", "80 GB GPU") is not a claim. Numbers inside inline
+code or code blocks are code, not claims.
 
 A claim holds when the outputs (stdout/stderr, ``text/plain``, HTML and markdown outputs) contain a number that
 equals it at the precision written: "5.4 %" is matched by an output of 5.36 %, "81 %" by "81%" or "80.6%";
@@ -43,7 +44,9 @@ WITH_UNIT = re.compile(NUMBER + UNIT)
 RANGE = re.compile(NUMBER + r"\s?(?:-|–|to)\s?" + r"(\d+(?:\.\d+)?)" + UNIT)
 AFTER_LOSS = re.compile(r"\bloss(?:es)?\b(?:\W+\w+){0,4}?\W+(\d+\.\d+)", re.IGNORECASE)
 WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
-TIMES = re.compile(r"\b(" + "|".join(WORDS) + r")\s+times\b", re.IGNORECASE)
+TIMES = re.compile(r"\b(" + "|".join(WORDS) + r")\s+times\s+(?:fewer|more|less|faster|slower|larger|smaller|as)\b",
+                   re.IGNORECASE)
+HARDWARE = re.compile(r"\s?(?:cards?|GPUs?)\b")  # "a 24 GB card": a size of hardware, not a measurement
 OUTPUT_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)")
 
 
@@ -67,7 +70,7 @@ def claims(markdown: str) -> list[tuple[str, str]]:
                 continue
             if MARKER in sentence:
                 continue
-            numbers = [m.group(1) for m in WITH_UNIT.finditer(sentence)]
+            numbers = [m.group(1) for m in WITH_UNIT.finditer(sentence) if not HARDWARE.match(sentence, m.end())]
             numbers += [n for m in RANGE.finditer(sentence) for n in m.groups()[:2]]
             numbers += [m.group(1) for m in AFTER_LOSS.finditer(sentence)]
             numbers += [str(WORDS[m.group(1).lower()]) for m in TIMES.finditer(sentence)]
@@ -151,6 +154,7 @@ def test_a_number_the_outputs_do_not_show_is_reported(markdown):
     "Typical timings are in `docs/benchmarks.md`: 95 s for 200 tokens.",
     "A 7B model in bf16 is 14 GB of weights <!-- not measured -->. The loss fell to 2.1.",
     "Temperature 0.5 and top-k 50 are settings, not measurements.",
+    "On a 24 GB card, halve the batch; repeat the list three times.",
 ])
 def test_numbers_shown_cited_or_marked_pass(markdown):
     output = "real tokens 7.36%  time 12.5 s  loss 2.10  batches 250 vs 51  speed-up 1.4x  peak 0.9 GB"
