@@ -2,7 +2,8 @@
 
 Made for a projector: replies stream into the transcript token by token. Every callback is a plain method
 (``on_send``, ``on_clear``, ``on_setting``) that only reads and writes widget values, so tests drive it
-without a browser: set ``widget.input.value`` and call ``widget.on_send()``.
+without a browser: set ``widget.input.value`` and call ``widget.on_send()`` (notebook 06 does, and prints
+``transcript_text()``, so that its saved copy shows an exchange where the widget itself cannot be drawn).
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ class ChatWidget:
         parts = [f'<div style="color:{_COLORS[who]}"><b>{"You" if who == "user" else who.title()}:</b> '
                  f"{html.escape(text)}</div>" for who, text in rows]
         self.transcript.value = f'<div style="{_STYLE}">' + "".join(parts) + "</div>"
+
+    def transcript_text(self) -> str:
+        """The transcript as plain text: a saved notebook (GitHub, nbviewer) shows no widgets, only printed text."""
+        return "\n".join(f"{'You' if who == 'user' else who.title()}: {text}" for who, text in self.entries)
 
     def on_send(self, _button=None) -> None:
         """Send the input box's text and stream the reply into the transcript."""

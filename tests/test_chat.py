@@ -106,6 +106,8 @@ def test_widget_callbacks_update_the_transcript(tiny_model, tokenizer):
     widget.on_send()
     assert widget.input.value == "" and [who for who, _ in widget.entries] == ["user", "assistant", "note"]
     assert "hi &lt;b&gt;there&lt;/b&gt;" in widget.transcript.value and len(updates) >= 4  # streamed
+    reply = widget.session.last_reply.text
+    assert widget.transcript_text() == f"You: hi <b>there</b>\nAssistant: {reply}\nNote: {widget.entries[2][1]}"
     widget.sliders["temperature"].value = 1.5
     widget.greedy.value = True
     assert widget.session.sampling["temperature"] == 1.5 and widget.session.sampling["do_sample"] is False
