@@ -37,8 +37,8 @@ MARKER = "<!-- not measured -->"
 CITES = re.compile(r"docs/|\w\.md\b|benchmark|paper|et al|arxiv|the article|notebook \d\d (?:measures|shows)",
                    re.IGNORECASE)
 NUMBER = r"(?<![\w.,/-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
-UNIT = (r"\s?(%|×|x(?![\w-])|tok/s|tokens/s|ms\b|s\b|sec\b|seconds?\b|min\b|minutes?\b|GB\b|GiB\b|MB\b|MiB\b|"
-        r"steps?\b|batches\b)")
+UNIT = (r"\s?(%|×(?!\s?\d)|x(?![\w-]|\s\d)|tok/s|tokens/s|ms\b|s\b|sec\b|seconds?\b|min\b|minutes?\b|"
+        r"GB\b|GiB\b|MB\b|MiB\b|steps?\b|batches\b)")
 WITH_UNIT = re.compile(NUMBER + UNIT)
 # "3.5–3.8×": the first number is a claim too
 RANGE = re.compile(NUMBER + r"\s?(?:-|–|to)\s?" + r"(\d+(?:\.\d+)?)" + UNIT)
@@ -155,6 +155,7 @@ def test_a_number_the_outputs_do_not_show_is_reported(markdown):
     "A 7B model in bf16 is 14 GB of weights <!-- not measured -->. The loss fell to 2.1.",
     "Temperature 0.5 and top-k 50 are settings, not measurements.",
     "On a 24 GB card, halve the batch; repeat the list three times.",
+    "Two batches compute 8 × 1024 tokens; q_proj is 32 x 32.",  # products and shapes, not ratios
 ])
 def test_numbers_shown_cited_or_marked_pass(markdown):
     output = "real tokens 7.36%  time 12.5 s  loss 2.10  batches 250 vs 51  speed-up 1.4x  peak 0.9 GB"
