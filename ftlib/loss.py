@@ -18,6 +18,7 @@ warning that says why.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -99,7 +100,10 @@ def token_losses(model, inputs: dict, labels: torch.Tensor, chunk_rows: int | No
     lm = causal_lm(model)
     head, cap = lm.get_output_embeddings(), getattr(lm.config, "final_logit_softcapping", None)
     keep_none = torch.empty(0, dtype=torch.long, device=labels.device)
-    out = model(**inputs, logits_to_keep=keep_none, output_hidden_states=-1)  # -1: only the last (normed) state
+    skip_head = torch.is_grad_enabled() and _frozen_linear(head) and not any(hasattr(m, "_orig_mod")
+                                                                             for m in _unwrapped(model))
+    with _headless(head) if skip_head else contextlib.nullcontext():
+        out = model(**inputs, logits_to_keep=keep_none, output_hidden_states=-1)  # -1: only the last (normed) state
     hidden = out.hidden_states[-1]
     if hidden.shape[:2] != labels.shape or out.logits.numel():
         raise RuntimeError(f"ftlib.loss: {type(lm).__name__} returned hidden states {tuple(hidden.shape)} and "
@@ -124,6 +128,19 @@ def _chunk_losses(head: torch.nn.Module, cap: float | None, hidden: torch.Tensor
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
     return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+@contextlib.contextmanager
+def _headless(head):
+    """The model's own forward, asked for no position, still calls its head on zero rows; under autocast that casts
+    the whole frozen weight to bf16 and autograd keeps the copy until backward (320 MiB for Gemma-3, for nothing).
+    Here the head returns its empty output without touching the weight (torch.compile'd models are left alone: a
+    patched method would make them recompile)."""
+    head.forward = lambda x: x.new_zeros(*x.shape[:-1], head.out_features)
+    try:
+        yield
+    finally:
+        del head.forward
 
 
 def _frozen_linear(head) -> bool:

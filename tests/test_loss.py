@@ -225,17 +225,18 @@ def lora_model(kind: str):
     return model
 
 
-def largest_saved(model, compute) -> int:
-    """Last dimension of the widest tensor (not a weight) autograd keeps for backward while ``compute()`` runs."""
+def largest_saved(model, compute, numel: int | None = None) -> int:
+    """Last dimension of the widest tensor (not a weight) autograd keeps for backward while ``compute()`` runs;
+    with ``numel``, how many such tensors of exactly that many elements it keeps."""
     sizes, weights = [0], {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def pack(t):
         if t.dim() and t.numel() and t.untyped_storage().data_ptr() not in weights:
-            sizes.append(t.shape[-1])
+            sizes.append(t.shape[-1] if numel is None else int(t.numel() == numel))
         return t
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         compute()
-    return max(sizes)
+    return max(sizes) if numel is None else sum(sizes)
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma3"])
@@ -257,6 +258,10 @@ def test_frozen_head_keeps_no_logits_for_backward_and_matches_the_checkpointed_p
     monkeypatch.undo()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fast_bf16 = loss_and_grads(model, step)
+        head = model.get_output_embeddings()  # no bf16 copy of the head weight is kept (the model's own head call
+        assert largest_saved(model, step, numel=head.weight.numel()) == 0  # on zero rows is skipped)
+        monkeypatch.setattr(loss, "_headless", lambda head: __import__("contextlib").nullcontext())
+        assert largest_saved(model, step, numel=head.weight.numel()) > 0  # without the skip, autocast keeps one
     torch.testing.assert_close(fast_bf16[0], slow_bf16[0], atol=1e-6, rtol=0)  # the same bf16 logits
     # bf16 gradients: rounding happens at another point (before the per-row scale, not after), so they are not
     # bitwise autograd's; they must be as close to the fp32 gradients as autograd's bf16 ones are.
