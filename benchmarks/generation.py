@@ -183,6 +183,18 @@ def main(argv: list[str] | None = None) -> None:
         same = [f"{r[f'ftlib {name(d)}'] / r[f'HF generate {name(d)}']:.2f}x" for d in models]
         art = f"{r[f'ftlib {name(fast)}'] / r['article fp32']:.1f}x" if "article fp32" in r else "-"
         print(f"| {r['n']} | " + " | ".join(same) + f" | {art} |")
+    if device.type == "cpu" and torch.bfloat16 in models:
+        print("\n" + cpu_dtype_advice(rows))
+
+
+def cpu_dtype_advice(rows: list[dict], margin: float = 1.1) -> str:
+    """The evidence ``ftlib.device.generation_dtype`` asks for: bf16 only where it decoded faster than fp32 at every
+    length (by ``margin``, above run-to-run noise); otherwise the fp32 default stands."""
+    gain = min(r["ftlib bf16"] / r["ftlib fp32"] for r in rows)
+    if gain >= margin:
+        return (f"CPU generation dtype: bf16 decoded {gain:.2f}x fp32's speed or more here: set "
+                f"FTLIB_CPU_GENERATION_DTYPE=bf16 (or auto) to use it; fp32 stays the default")
+    return f"CPU generation dtype: bf16 gained at most {gain:.2f}x here (< {margin}x): keep the fp32 default"
 
 
 if __name__ == "__main__":

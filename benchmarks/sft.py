@@ -142,7 +142,7 @@ def child(spec: dict) -> dict:
     """One trainer, one case, one precision, in this (fresh) process."""
     case = CASES[spec["case"]]
     if spec.get("loss_chunk"):
-        ftlib.loss.CHUNK_ELEMENTS = spec["loss_chunk"]
+        ftlib.loss.CHUNK_ELEMENTS = ftlib.loss.FROZEN_CHUNK_ELEMENTS = spec["loss_chunk"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(case.role, dtype=torch.float32, device=device)
     if case.lora:
@@ -234,8 +234,8 @@ def main():
     p.add_argument("--trl-checkpointing", action="store_true",
                    help="leave TRL's default activation checkpointing on (recomputes the forward: slower)")
     p.add_argument("--loss-chunk", type=int, default=None,
-                   help="ftlib.loss.CHUNK_ELEMENTS for ftlib's runs (logits per checkpointed chunk; default 2**28): "
-                        "smaller trades speed for peak memory")
+                   help="ftlib.loss.CHUNK_ELEMENTS and FROZEN_CHUNK_ELEMENTS for ftlib's runs (logits per chunk; "
+                        "defaults 2**28, and 2**25 for a frozen head): smaller trades speed for peak memory")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -248,7 +248,8 @@ def main():
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {native}; "
           f"cases {args.cases}, precisions {precisions}; "
-          f"ftlib loss chunk {args.loss_chunk or ftlib.loss.CHUNK_ELEMENTS} logits", flush=True)
+          f"ftlib loss chunk {args.loss_chunk or ftlib.loss.CHUNK_ELEMENTS} logits "
+          f"(frozen head: {args.loss_chunk or ftlib.loss.FROZEN_CHUNK_ELEMENTS})", flush=True)
     start, headline = time.perf_counter(), {}
     for case in args.cases:
         for precision in precisions:

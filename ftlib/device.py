@@ -3,7 +3,7 @@
 Training: bf16 autocast (weights and optimizer state stay fp32) where the hardware runs bf16 natively - CUDA, and
 CPUs with AVX512-BF16 / AMX (or Arm bf16) that this process is allowed to use - else fp32. We detect the CPU
 feature instead of assuming it: without it bf16 matmuls are emulated and slower than fp32.
-Generation: bf16 on CUDA, fp32 on CPU unless asked otherwise (see ``generation_dtype`` for why).
+Generation: bf16 on CUDA, fp32 on CPU unless bf16 is shown faster and asked for (see ``generation_dtype``).
 """
 from __future__ import annotations
 
@@ -69,10 +69,12 @@ def generation_dtype(device: torch.device | None = None, cpu_dtype: str | None =
     """Dtype for sampling on ``device``: bf16 on CUDA; on CPU fp32 unless ``cpu_dtype`` (or the environment
     variable FTLIB_CPU_GENERATION_DTYPE) says ``"bf16"`` (always) or ``"auto"`` (bf16 where the CPU has it natively).
 
-    Why fp32 on CPU: decoding reads every weight for every token, and whether bf16 wins depends on the machine, not
-    on the instruction set alone - bf16 decoded 1.4-1.6x faster than fp32 on an AVX512-BF16 laptop
-    (docs/benchmarks.md) but slower than fp32 on an AMX server. fp32 is never emulated and never less exact; choose
-    bf16 where you measured it faster.
+    The rule: fp32 on CPU unless bf16 is *shown* faster on your machine - by you, with ``python -m
+    benchmarks.generation``, which then tells you to set the variable; nothing here times anything. Why: decoding
+    reads every weight for every token, and how much of the memory bandwidth the bf16 kernels reach depends on the
+    machine, not on the instruction set alone (on the course's 2-core AVX512-BF16 machine bf16 decoded 1.4x faster,
+    at a quarter of its roofline: docs/benchmarks.md). fp32 is never emulated, never less exact, and gives the same
+    tokens on every CPU - including CI's runs with kernels pinned to AVX2, where bf16 would be emulated.
     """
     device = device or pick_device()
     if device.type == "cuda":

@@ -7,7 +7,9 @@ the network, so that waste is most of a training step. Here the model runs its o
 rows whose *next* label is trained and apply the head plus the model's own logit post-processing (Gemma's final
 soft-capping) to those rows only, ``chunk_rows`` at a time, with the cross-entropy in fp32. While gradients are
 recorded and there is more than one chunk, each chunk is checkpointed (its logits are recomputed in backward), so
-peak memory is one chunk of logits whatever the vocabulary.
+peak memory is one chunk of logits whatever the vocabulary. A frozen head (LoRA: the base model's head is not
+trained) needs no recomputation: each row's gradient is computed with its chunk in the forward
+(``_FrozenHeadLoss``), so nothing vocabulary-wide outlives its chunk and chunks can be small at little cost.
 
 The forward is the model's own call, so DDP, FSDP2, peft and torch.compile wrappers see a normal call, and packed
 batches (4D block-causal ``attention_mask``, ``position_ids``) pass through unchanged. An architecture whose forward
@@ -16,6 +18,7 @@ warning that says why.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -30,6 +33,8 @@ from ftlib.samples import IGNORE_INDEX
 SPLIT_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
                                "smollm3", "olmo2"})
 CHUNK_ELEMENTS = 2 ** 28  # logits per chunk: 1 GiB in fp32 (1024 rows of Gemma-3's 262,144-token vocabulary)
+# A frozen head (LoRA) takes _FrozenHeadLoss: nothing is recomputed there, so small chunks cost little speed.
+FROZEN_CHUNK_ELEMENTS = 2 ** 25  # 128 MiB of fp32 logits (128 rows of Gemma-3)
 
 _warned: set[str] = set()
 
@@ -95,13 +100,19 @@ def token_losses(model, inputs: dict, labels: torch.Tensor, chunk_rows: int | No
     lm = causal_lm(model)
     head, cap = lm.get_output_embeddings(), getattr(lm.config, "final_logit_softcapping", None)
     keep_none = torch.empty(0, dtype=torch.long, device=labels.device)
-    out = model(**inputs, logits_to_keep=keep_none, output_hidden_states=-1)  # -1: only the last (normed) state
+    skip_head = torch.is_grad_enabled() and _frozen_linear(head) and not any(hasattr(m, "_orig_mod")
+                                                                             for m in _unwrapped(model))
+    with _headless(head) if skip_head else contextlib.nullcontext():
+        out = model(**inputs, logits_to_keep=keep_none, output_hidden_states=-1)  # -1: only the last (normed) state
     hidden = out.hidden_states[-1]
     if hidden.shape[:2] != labels.shape or out.logits.numel():
         raise RuntimeError(f"ftlib.loss: {type(lm).__name__} returned hidden states {tuple(hidden.shape)} and "
                            f"logits {tuple(out.logits.shape)} for labels {tuple(labels.shape)}; expected the last "
                            "hidden state per token and no logits. Remove its model type from SPLIT_MODEL_TYPES.")
     rows = hidden[:, :-1][mask]
+    if torch.is_grad_enabled() and rows.requires_grad and _frozen_linear(head):
+        size = chunk_rows or max(1, FROZEN_CHUNK_ELEMENTS // lm.config.vocab_size)
+        return _FrozenHeadLoss.apply(rows, head.weight, cap, targets, size), mask
     size = chunk_rows or max(1, CHUNK_ELEMENTS // lm.config.vocab_size)
     chunks = list(zip(rows.split(size), targets.split(size))) or [(rows, targets)]  # empty: keep the graph
     recompute = len(chunks) > 1 and torch.is_grad_enabled() and rows.requires_grad
@@ -117,6 +128,66 @@ def _chunk_losses(head: torch.nn.Module, cap: float | None, hidden: torch.Tensor
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
     return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+@contextlib.contextmanager
+def _headless(head):
+    """The model's own forward, asked for no position, still calls its head on zero rows; under autocast that casts
+    the whole frozen weight to bf16 and autograd keeps the copy until backward (320 MiB for Gemma-3, for nothing).
+    Here the head returns its empty output without touching the weight (torch.compile'd models are left alone: a
+    patched method would make them recompile)."""
+    head.forward = lambda x: x.new_zeros(*x.shape[:-1], head.out_features)
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def _frozen_linear(head) -> bool:
+    """True when the head is a plain, frozen, hook-free ``nn.Linear`` on an ordinary tensor (LoRA's case: the base
+    model's head, often the tied embedding, is not trained). Then ``_FrozenHeadLoss`` may use its weight directly."""
+    return (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+            and type(head.weight.data) is torch.Tensor and not head._forward_hooks and not head._forward_pre_hooks)
+
+
+class _FrozenHeadLoss(torch.autograd.Function):
+    """Cross-entropy of ``hidden @ weight.T`` (soft-capped if ``cap``) for a frozen head, gradient computed at once.
+
+    Why: with the head frozen, each row's loss depends on its own hidden state only, so its gradient
+    ``(softmax - onehot) @ weight`` (a ``hidden``-sized row) can be computed in the forward, chunk by chunk, while that
+    chunk's logits exist. Nothing vocabulary-sized is kept for backward and nothing is recomputed: peak memory is one
+    chunk of logits, at no extra matmul (the checkpointed path recomputes every chunk's logits). Backward scales each
+    row's stored gradient by its upstream gradient (any per-row weights: SFT's mean, DPO's pairs). The arithmetic is
+    autograd's: the same dtypes as autocast's linear (bf16 under bf16 autocast), fp32 cross-entropy."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, cap, targets, size):
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        losses, grads = [], []
+        with torch.autocast(device, enabled=False):
+            w = weight.to(dtype)  # one cast for all chunks (autocast would recast the frozen weight every call)
+            for h, t in zip(hidden.split(size), targets.split(size)):
+                z = F.linear(h.to(dtype), w)
+                if cap is not None:
+                    capped = torch.tanh(z / cap)
+                    z = capped * cap
+                logp = F.log_softmax(z.float(), dim=-1)
+                losses.append(-logp.gather(1, t[:, None]).squeeze(1))
+                g = logp.exp_()  # d loss / d logits = softmax - onehot
+                g[torch.arange(len(t), device=g.device), t] -= 1
+                g = g.to(dtype)
+                if cap is not None:
+                    g = g * (1 - capped * capped)
+                grads.append((g @ w).to(hidden.dtype))
+        ctx.save_for_backward(torch.cat(grads) if grads else hidden.new_zeros(hidden.shape))
+        return torch.cat(losses) if losses else hidden.new_zeros(0, dtype=torch.float32)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_losses):
+        (grads,) = ctx.saved_tensors
+        return grads * grad_losses[:, None].to(grads.dtype), None, None, None, None
 
 
 def sequence_logps(model, inputs: dict, labels: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:

@@ -159,3 +159,11 @@ def test_bad_input_raises_clear_errors(tiny_model, tokenizer, kwargs, message):
     kwargs = {"prompt_or_prompts": STORY, **kwargs}
     with pytest.raises(ValueError, match=message):
         generate(tiny_model, tokenizer, **kwargs)
+
+
+def test_generation_benchmark_advises_bf16_only_when_it_was_faster_at_every_length():
+    from benchmarks.generation import cpu_dtype_advice
+    fast = [{"ftlib fp32": 17.0, "ftlib bf16": 24.0}, {"ftlib fp32": 17.5, "ftlib bf16": 24.5}]
+    assert "set FTLIB_CPU_GENERATION_DTYPE=bf16" in cpu_dtype_advice(fast)
+    mixed = [{"ftlib fp32": 17.0, "ftlib bf16": 24.0}, {"ftlib fp32": 17.0, "ftlib bf16": 17.5}]
+    assert "keep the fp32 default" in cpu_dtype_advice(mixed)

@@ -214,3 +214,74 @@ def test_compiled_model_takes_the_split_path():
     assert loss.split_reason(compiled) is None
     ours = loss_and_grads(model, lambda: mean_of(token_loss_sum, compiled, b))
     assert_same(ours, loss_and_grads(model, lambda: model(**b).loss))
+
+
+def lora_model(kind: str):
+    model = add_lora(make_model(kind), r=4, alpha=8)
+    with torch.no_grad():  # B starts at zero: move it so the adapters change the output
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    return model
+
+
+def largest_saved(model, compute, numel: int | None = None) -> int:
+    """Last dimension of the widest tensor (not a weight) autograd keeps for backward while ``compute()`` runs;
+    with ``numel``, how many such tensors of exactly that many elements it keeps."""
+    sizes, weights = [0], {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t):
+        if t.dim() and t.numel() and t.untyped_storage().data_ptr() not in weights:
+            sizes.append(t.shape[-1] if numel is None else int(t.numel() == numel))
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        compute()
+    return max(sizes) if numel is None else sum(sizes)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_frozen_head_keeps_no_logits_for_backward_and_matches_the_checkpointed_path(kind, monkeypatch):
+    """LoRA leaves the head frozen: each row's gradient is computed in the forward, so nothing vocabulary-wide is
+    saved and nothing is recomputed - and losses and gradients are those of the path that checkpoints chunks."""
+    model, b = lora_model(kind), batch("padded")
+    inputs = {k: v for k, v in b.items() if k != "labels"}
+    mean = lambda chunk: lambda: (lambda x, m: x.sum() / m.sum())(  # noqa: E731
+        *loss.token_losses(model, inputs, b["labels"], chunk_rows=chunk))
+    step = mean(3)
+    assert largest_saved(model, mean(None)) < VOCAB
+    fast = loss_and_grads(model, step)
+    monkeypatch.setattr(loss, "_frozen_linear", lambda head: False)
+    assert largest_saved(model, mean(None)) == VOCAB  # autograd's path, one chunk, keeps logits (this test can fail)
+    assert_same(fast, loss_and_grads(model, step))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        slow_bf16 = loss_and_grads(model, step)
+    monkeypatch.undo()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast_bf16 = loss_and_grads(model, step)
+        head = model.get_output_embeddings()  # no bf16 copy of the head weight is kept (the model's own head call
+        assert largest_saved(model, step, numel=head.weight.numel()) == 0  # on zero rows is skipped)
+        monkeypatch.setattr(loss, "_headless", lambda head: __import__("contextlib").nullcontext())
+        assert largest_saved(model, step, numel=head.weight.numel()) > 0  # without the skip, autocast keeps one
+    torch.testing.assert_close(fast_bf16[0], slow_bf16[0], atol=1e-6, rtol=0)  # the same bf16 logits
+    # bf16 gradients: rounding happens at another point (before the per-row scale, not after), so they are not
+    # bitwise autograd's; they must be as close to the fp32 gradients as autograd's bf16 ones are.
+    def err(g, exact):
+        return float((g - exact).norm() / exact.norm())
+    for name, exact in fast[1].items():
+        assert err(fast_bf16[1][name], exact) <= 1.5 * err(slow_bf16[1][name], exact) + 1e-3, name
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_frozen_head_dpo_weights_rows_differently(kind):
+    """DPO weighs each row's log-probability by its own factor: the frozen-head gradients must scale per row."""
+    model = lora_model(kind)
+    g = torch.Generator().manual_seed(1)
+    pairs = [{"prompt_ids": torch.randint(3, VOCAB, (n,), generator=g).tolist(),
+              "chosen_ids": torch.randint(3, VOCAB, (c,), generator=g).tolist(),
+              "rejected_ids": torch.randint(3, VOCAB, (r,), generator=g).tolist()}
+             for n, c, r in ((4, 3, 6), (7, 5, 2), (2, 8, 4))]
+    b = PreferenceCollator(pad_token_id=0)(pairs)
+    weights = torch.linspace(-1, 1, 6)
+    old = loss_and_grads(model, lambda: (old_sequence_logps(model, b) * weights).sum())
+    new = loss_and_grads(model, lambda: (sequence_logps(model, b) * weights).sum())
+    assert_same(new, old)
