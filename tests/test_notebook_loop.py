@@ -58,6 +58,9 @@ def test_notebook_loop_and_ftlib_train_give_the_same_losses(tmp_path, strategy):
     assert len(notebook_losses) == steps
     assert notebook_losses == pytest.approx(ftlib_losses, rel=1e-5, abs=1e-6)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+        # ftlib's frozen-head loss sums each row's gradient in another order than autograd does on full logits
+        # (fp32, exact in maths); AdamW turns that rounding into weight differences of a few 1e-6 at lr 1e-2 (a step
+        # is ~1e-2): allow 2e-5, a thousandth of a step
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=2e-5, msg=name)
     moved = [not torch.equal(pa, p0) for pa, p0 in zip(a.parameters(), base.parameters()) if p0.requires_grad]
     assert all(moved)  # every trained tensor changed: the comparison is not between two no-ops
