@@ -61,9 +61,14 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def profile_name(name: str | None = None) -> str:
+    """The profile a run uses: ``name``, else ``$FTLIB_PROFILE``, else ``offline`` (not checked here)."""
+    return name or os.environ.get("FTLIB_PROFILE") or DEFAULT_PROFILE
+
+
 def get_profile(name: str | None = None) -> Profile:
     """The named profile, else ``$FTLIB_PROFILE``, else ``offline``. Offline also sets HF_HUB_OFFLINE=1."""
-    name = name or os.environ.get("FTLIB_PROFILE") or DEFAULT_PROFILE
+    name = profile_name(name)
     if name not in PROFILES:
         raise ValueError(f"Unknown profile {name!r}; choose one of {', '.join(PROFILES)} "
                          "(set FTLIB_PROFILE or the notebook's PROFILE cell).")

@@ -20,7 +20,6 @@ import dataclasses
 import difflib
 import json
 import math
-import os
 import sys
 import types
 import typing
@@ -34,7 +33,7 @@ from ftlib import data as ftdata
 from ftlib.config import ConfigError, TrainConfig, option, validate
 from ftlib.data import DataError
 from ftlib.mixture import MixtureConfig
-from ftlib.profiles import DEFAULT_PROFILE, PROFILES, get_profile
+from ftlib.profiles import PROFILES, get_profile, profile_name
 from ftlib.samples import pad_token_id, tokenise_dataset
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 
@@ -315,8 +314,7 @@ def _profile_name(argv: list[str] | None, values: dict) -> str:
     """The profile the run uses: --profile, else the YAML's profile key, else $FTLIB_PROFILE, else offline."""
     pre = ArgumentParser(add_help=False)
     pre.add_argument("--profile")
-    name = pre.parse_known_args(argv)[0].profile or values.get("profile")
-    return name or os.environ.get("FTLIB_PROFILE") or DEFAULT_PROFILE
+    return profile_name(pre.parse_known_args(argv)[0].profile or values.get("profile"))
 
 
 def _config_path(argv: list[str] | None) -> str | None:
