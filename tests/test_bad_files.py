@@ -1,7 +1,7 @@
 """Bad data files: one line naming the file, the line or record, the field and the fix; exit code 2; no traceback.
 
-The table runs the real CLI, a `python -m ftlib.sft` subprocess per file: the data is checked before the tokenizer
-or the model loads, so each run takes a second or two. The fuzzer mutates valid records (deleted keys, wrong types,
+The table runs the CLI's ``main`` per file, and two of them as a real `python -m ftlib.sft` process: the data is
+checked before the tokenizer or the model loads. The fuzzer mutates valid records (deleted keys, wrong types,
 cut-off bytes, non-UTF-8 bytes), checks ``load_file`` against an oracle that knows what each mutation breaks, and
 sends two of its files through the CLI: one that trains on the good records, one that fails.
 """
@@ -75,9 +75,8 @@ def tokenizer_only(tmp_path_factory, tokenizer):
 
 def _cli(dataset: Path, model: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    args = ["--dataset", str(dataset), "--model", str(model), "--eval-fraction", "0", "--output-dir", str(out)]
-    return subprocess.run([sys.executable, "-m", "ftlib.sft", *args, *flags], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "ftlib.sft", *_args(dataset, model, out), *flags],
+                          capture_output=True, text=True, env=env, timeout=300)
 
 
 def _assert_one_line(stderr: str, path: Path, words: list[str]) -> str:
@@ -90,17 +89,33 @@ def _assert_one_line(stderr: str, path: Path, words: list[str]) -> str:
     return line
 
 
+def _args(dataset: Path, model: Path, out: Path) -> list[str]:
+    return ["--dataset", str(dataset), "--model", str(model), "--eval-fraction", "0", "--output-dir", str(out)]
+
+
 @pytest.mark.parametrize("name, content, words", BAD_FILES, ids=[b[0] for b in BAD_FILES])
-def test_bad_file_one_line_exit_2(tmp_path, tokenizer_only, name, content, words):
+def test_bad_file_one_line_exit_2(tmp_path, tokenizer_only, capsys, name, content, words):
+    """The CLI's ``main`` in this process (a subprocess each would spend a second or two importing torch); the
+    process-level contract - exit status 2, nothing else on stderr - is ``test_bad_files_through_the_real_cli``."""
     path = _write(tmp_path, name, content)
-    r = _cli(path, tokenizer_only, tmp_path / "out")
-    assert r.returncode == 2, r.stderr
-    line = _assert_one_line(r.stderr, path, words)
+    assert main(_args(path, tokenizer_only, tmp_path / "out")) == 2
+    line = _assert_one_line(capsys.readouterr().err, path, words)
+    assert not (tmp_path / "out").exists()  # nothing half-written
     if content != MISSING:  # a notebook gets the same line as the exception's message
         with pytest.raises(DataError) as e:
             load_file(path)
         assert line == f"error: {e.value}"
         assert e.value.__suppress_context__ or e.value.__context__ is None  # no "during handling..." chain
+
+
+@pytest.mark.parametrize("name", ["broken.jsonl", "missing.jsonl"])
+def test_bad_files_through_the_real_cli(tmp_path, tokenizer_only, name):
+    """``python -m ftlib.sft`` as a user runs it: exit status 2 and the same one line, no traceback."""
+    _, content, words = next(b for b in BAD_FILES if b[0] == name)
+    path = _write(tmp_path, name, content)
+    r = _cli(path, tokenizer_only, tmp_path / "out")
+    assert r.returncode == 2, r.stderr
+    _assert_one_line(r.stderr, path, words)
 
 
 def test_nothing_left_after_tokenising_is_said_before_the_model_loads(tmp_path, tokenizer_only):

@@ -140,12 +140,23 @@ def _open_and_run_to(page: Page, lab, notebook: str, cell_text: str):
     expect(cell).to_have_count(1, timeout=60_000)
     panel = page.locator(".jp-NotebookPanel").filter(has=cell)
     expect(panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_visible(timeout=60_000)
+    _no_dialog(page, f"opening {notebook}")
     cell.locator(".jp-InputArea-editor").click()
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Above Selected Cell").click()
     cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
     return cell
+
+
+def _no_dialog(page: Page, when: str) -> None:
+    """Fail with the dialog's own words (and a screenshot) if JupyterLab shows one: it would swallow the clicks."""
+    dialog = page.locator(".jp-Dialog")
+    page.wait_for_timeout(500)  # a dialog opened by the kernel's start-up shows within this
+    if dialog.count():
+        page.screenshot(path=OUT / "dialog.png", full_page=True)
+        pytest.fail(f"JupyterLab showed a dialog after {when} (screenshot in {OUT / 'dialog.png'}):\n"
+                    + "\n".join(dialog.all_inner_texts())[:2000])
 
 
 def _explain(page: Page) -> str:
