@@ -7,10 +7,11 @@ learns at once whether the answer works and, if not, what is wrong in one senten
     ex.check(my_answer)             # ✓ or ✗ with one sentence on what is wrong
     ex.solution()                   # where the worked solution is (notebooks/solutions/)
 
-The checks themselves live beside the notebooks they belong to (``ftlib.exercises_01_04``, ``ftlib.exercises_05_09``)
-and register here with ``@register``. A check gets the learner's answer and returns ``None`` when it works or one
-sentence saying what is wrong; it must be deterministic and cheap (a tokenizer or a tiny model, never training),
-so the same verdict prints on any machine.
+The checks themselves live in one module per few notebooks (``ftlib.exercises_00_02``, ``ftlib.exercises_03_04``,
+``ftlib.exercises_05_06``, ``ftlib.exercises_07_09``; what they share is in ``ftlib.exercises_shared``) and register
+here with ``@register`` (or ``_exercise``, which also handles a function still at ``...``). A check gets the
+learner's answer and returns ``None`` when it works or one sentence saying what is wrong; it must be deterministic
+and cheap (a tokenizer or a tiny model, never training), so the same verdict prints on any machine.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 
 __all__ = ["Exercise", "Verdict", "exercise", "register", "all_exercises"]
 
-_MODULES = ("ftlib.exercises_01_04", "ftlib.exercises_05_09")
+_MODULES = ("ftlib.exercises_00_02", "ftlib.exercises_03_04", "ftlib.exercises_05_06", "ftlib.exercises_07_09")
 _REGISTRY: dict[str, Exercise] = {}
 PLACEHOLDER_HELP = "replace the `...` with your answer and run the cell again"
 
@@ -83,6 +84,39 @@ def register(key: str, title: str, hint: str, success: str) -> Callable[[Callabl
         _REGISTRY[key] = Exercise(key, title, checker, hint, success)
         return checker
 
+    return wrap
+
+
+# ----- answers still at a placeholder: one "not answered yet" verdict, not a traceback
+NOT_YET = "not answered yet: your function returns None (replace the `...` with your code; ex.hint() gives a hint)"
+
+
+class _Unanswered(Exception):
+    pass
+
+
+def _call(fn: Callable, *args: Any) -> Any:
+    """Call the learner's function; a body still at ``...`` returns None, which gets "not answered yet"."""
+    out = fn(*args)
+    if out is None or out is ...:
+        raise _Unanswered(f"not answered yet: {getattr(fn, '__name__', 'your function')} returns None; "
+                          "write its body in place of the `...`")
+    return out
+
+
+def _exercise(key: str, title: str, hint: str, success: str) -> Callable:
+    """``register``, plus one verdict for every unanswered placeholder: a function whose body is ``...`` (see
+    ``_call``) or a dict of predictions still all ``...`` (the framework itself handles a bare ``...``)."""
+    def wrap(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+        def run(answer: Any) -> str | None:
+            if isinstance(answer, dict) and answer and all(v is ... for v in answer.values()):
+                return "not answered yet: replace each `...` in the dict with your prediction"
+            try:
+                return check(answer)
+            except _Unanswered as e:
+                return str(e)
+        register(key, title, hint, success)(run)
+        return check
     return wrap
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ftlib.exercises import all_exercises, exercise
-from ftlib.exercises_01_04 import PADDING_LENGTHS, padding_fractions
+from ftlib.exercises_03_04 import PADDING_LENGTHS, padding_fractions
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 from tests.test_notebooks import problems
 
