@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(_DIR.glob("*.ipynb")) + sorted(_DIR.glob("solutions/*.ipynb"))  # nbval runs both in CI
 TAG = "nbval-check-output"
 
 
@@ -49,10 +50,10 @@ def problems(nb: dict) -> list[str]:
 
 
 def test_there_are_notebooks():
-    assert len(NOTEBOOKS) >= 10
+    assert len([p for p in NOTEBOOKS if p.parent == _DIR]) >= 10 and len(NOTEBOOKS) >= 20
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(_DIR)))
 def test_checked_cells_are_tagged_and_clean(path):
     assert problems(json.loads(path.read_text(encoding="utf-8"))) == []
 
@@ -79,3 +80,27 @@ def test_problems_requires_a_checked_cell():
     assert problems({"cells": [_cell("print(1)")]}) == [
         f"no cell tagged '{TAG}': nbval --nbval-lax would compare nothing"]
     assert problems({"cells": [_cell("print(1)", tags=[TAG])]}) == []
+
+
+def shape_problems(nb: dict) -> list[str]:
+    """The course's frame: the first markdown cell says what you will learn and need; the last three sections are
+    Summary, Exercises and Further reading, in that order."""
+    md = [_source(c) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    found = [f"first markdown cell lacks '{w}'" for w in ("You will learn", "You need") if not md or w not in md[0]]
+    heads = [line.strip() for text in md for line in text.splitlines() if line.startswith("## ")]
+    if heads[-3:] != ["## Summary", "## Exercises", "## Further reading"]:
+        found.append(f"last sections are {heads[-3:]}, not Summary, Exercises, Further reading")
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.parent == _DIR], ids=lambda p: p.name)
+def test_each_notebook_opens_with_objectives_and_ends_with_summary_exercises_reading(path):
+    assert shape_problems(json.loads(path.read_text(encoding="utf-8"))) == []
+
+
+def test_shape_problems_sees_a_missing_opening_and_a_misnamed_summary():
+    nb = {"cells": [{"cell_type": "markdown", "source": "# 01\nYou will learn X."},
+                    {"cell_type": "markdown", "source": "## Take-aways\n## Exercises\n## Further reading"}]}
+    assert shape_problems(nb) == ["first markdown cell lacks 'You need'",
+                                  "last sections are ['## Take-aways', '## Exercises', '## Further reading'], not "
+                                  "Summary, Exercises, Further reading"]
