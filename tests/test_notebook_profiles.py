@@ -16,27 +16,24 @@ from nbclient import NotebookClient
 
 from ftlib.sft import load_config
 
-NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_notebooks_05_and_06_run_under_the_tiny_profile(monkeypatch):
+def test_notebooks_05_and_06_run_under_the_tiny_profile(tiny_course, monkeypatch):
+    notebooks, executed_05 = tiny_course  # 05 executed under the tiny profile (tests/conftest.py)
     monkeypatch.setenv("FTLIB_PROFILE", "tiny")
-    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOKS.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    executed = {}
-    for name in ("05_sft.ipynb", "06_chat.ipynb"):
-        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-        resources = {"metadata": {"path": str(NOTEBOOKS)}}
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
-        executed[name] = nb
-    final = NOTEBOOKS / "outputs" / "sft-chat-tiny" / "final"
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    executed_06 = nbformat.read(notebooks / "06_chat.ipynb", as_version=4)
+    NotebookClient(executed_06, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(notebooks)}}).execute()
+    final = notebooks / "outputs" / "sft-chat-tiny" / "final"
     # one source of truth: what 05 ran is what `python -m ftlib.sft --config configs/sft-chat.yaml` runs
     recorded = json.loads((final.parent / "run_config.json").read_text())["config"]
-    cli = json.loads(json.dumps(dataclasses.asdict(load_config(NOTEBOOKS.parent / "configs" / "sft-chat.yaml",
-                                                                "tiny"))))
+    cli = json.loads(json.dumps(dataclasses.asdict(load_config(REPO / "configs" / "sft-chat.yaml", "tiny"))))
     assert recorded == {"objective": "sft", **cli}
     assert (final / "model.safetensors").exists() and (final / "chat_template.jinja").exists()
-    text = "".join(o.get("text", "") for c in executed["05_sft.ipynb"].cells for o in c.get("outputs", []))
+    text = "".join(o.get("text", "") for c in executed_05.cells for o in c.get("outputs", []))
     assert "profile tiny: base model 'tiny-base', full fine-tuning" in text
-    text = "".join(o.get("text", "") for c in executed["06_chat.ipynb"].cells for o in c.get("outputs", []))
+    text = "".join(o.get("text", "") for c in executed_06.cells for o in c.get("outputs", []))
     assert "fine-tuned model loaded from outputs/sft-chat-tiny/final" in text

@@ -139,17 +139,24 @@ def test_cli_trains_saves_records_its_config_and_resumes_only_the_same_run(tmp_p
     assert json.loads((out / "run_config.json").read_text())["changed_on_resume"] == {"train.max_steps": [3, 4]}
 
 
-@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
-def test_torchrun_two_processes_match_one(tmp_path, tiny_dir, engine):
-    one, two = tmp_path / "one", tmp_path / "two"
+@pytest.fixture(scope="module")
+def one_process_losses(tmp_path_factory, tiny_dir):
+    """The one-process run both torchrun tests compare with (the same for DDP and FSDP: run it once)."""
+    one = tmp_path_factory.mktemp("one") / "one"
     r1 = _run([sys.executable, "-m", "ftlib.sft", "--config", str(_cfg_file(tiny_dir, one)), "--batch-size", "4"])
     assert r1.returncode == 0, r1.stderr[-2000:]
+    return _losses(one)
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_torchrun_two_processes_match_one(tmp_path, tiny_dir, one_process_losses, engine):
+    two = tmp_path / "two"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     flags = ["--fsdp"] if engine == "fsdp" else []
     r2 = _run([*torchrun, "-m", "ftlib.sft", "--config", str(_cfg_file(tiny_dir, two)), "--batch-size", "2", *flags])
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert (two / "final" / "model.safetensors").exists()
-    assert _losses(two) == pytest.approx(_losses(one), abs=1e-5)  # same global batches, same losses
+    assert _losses(two) == pytest.approx(one_process_losses, abs=1e-5)  # same global batches, same losses
 
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,12 +21,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ROOT / "notebooks"
 OUT = Path(__file__).parent / "out"
 CHROMIUM = Path("/usr/bin/chromium")
 # No sandbox: CI runs as root. The rest keeps Chromium from calling home (there is no internet here).
@@ -56,33 +52,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tiny_sft_model(monkeypatch, notebooks: Path) -> Path:
-    """Notebook 05's tiny-profile model, which 06 loads, made by executing 05 (seconds) in the test's own copy of
-    the notebooks folder: nothing is shared with other tests, which may run at the same time (make test: xdist)."""
-    final = notebooks / "outputs" / "sft-chat-tiny" / "final"
-    with monkeypatch.context() as m:
-        m.setenv("FTLIB_PROFILE", "tiny")
-        m.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        nb = nbformat.read(NOTEBOOKS / "05_sft.ipynb", as_version=4)
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(notebooks)}}).execute()
-    assert (final / "config.json").exists(), f"notebook 05 under the tiny profile did not write {final}"
-    return final
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """A JupyterLab server on a free port with a token, over copies of notebooks 01 and 06: yields its base URL."""
+def lab(tmp_path_factory, request):
+    """A JupyterLab server on a free port with a token, over copies of notebooks 01 and 06 (in the folder where
+    notebook 05 ran under the tiny profile: 06 loads its model): yields its base URL."""
     if sync_playwright is None or not CHROMIUM.exists():
         pytest.skip(SKIP)
+    notebooks, _ = request.getfixturevalue("tiny_course")  # only once the skip above has not happened
     home = tmp_path_factory.mktemp("lab")
-    notebooks = home / "notebooks"
-    notebooks.mkdir()
-    (home / "configs").symlink_to(ROOT / "configs")  # the notebooks read ../configs/sft-chat.yaml
-    for name in ("01_generation.ipynb", "06_chat.ipynb"):
-        shutil.copy(NOTEBOOKS / name, notebooks / name)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        _tiny_sft_model(monkeypatch, notebooks)  # 06 reads outputs/sft-chat-tiny/final
     for path, text in LAB_SETTINGS.items():
         (home / "settings" / path).parent.mkdir(parents=True, exist_ok=True)
         (home / "settings" / path).write_text(text)
