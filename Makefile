@@ -61,8 +61,9 @@ TEST_JOBS := nb-05-06 unit-slow nb-09_evaluate unit-rest $(filter-out nb-05-06 n
 # failure print the whole log.
 define job
 	@mkdir -p $(NB_LOGS)
-	@{ $(2); } >$(NB_LOGS)/$(1).log 2>&1; rc=$$?; \
-	echo "== $(1): $$(grep -E ' in [0-9.]+s' $(NB_LOGS)/$(1).log | tr '\n' ' ')(exit $$rc)"; \
+	@t=$$(date +%s); { $(2); } >$(NB_LOGS)/$(1).log 2>&1; rc=$$?; \
+	echo "== $(1) [$$(( $$(date +%s) - t )) s, until $$(date +%T)]: $$(grep -E ' in [0-9.]+s' $(NB_LOGS)/$(1).log \
+	    | tr '\n' ' ')(exit $$rc)"; \
 	[ $$rc = 0 ] || { cat $(NB_LOGS)/$(1).log; exit $$rc; }
 endef
 
