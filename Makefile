@@ -52,9 +52,12 @@ RUN_NB   = OMP_NUM_THREADS=1 $(PIN_ISA) $(PYTEST) $(NBVAL)
 # 05 saves, so the two are one job. Slow unit-test files are a job of their own, the others another.
 UNIT_SLOW := tests/test_sft_cli.py tests/browser tests/test_distributed.py tests/test_notebook_profiles.py \
 	tests/test_generation.py
+# Measured in CI (s, one thread, beside another job): 05+06 704, unit-slow 274, 09 150, 07 84, unit-rest 81, 08 71,
+# solutions 50, 02 45, 04 42, 01 35, 00 15, 03 10.
 NB_SOLO   := 09_evaluate 07_lora 08_dpo 02_base_vs_instruct 04_chat_samples 01_generation 00_setup 03_alpaca_samples
 NB_JOBS   := nb-05-06 $(addprefix nb-,$(NB_SOLO)) nb-solutions
-TEST_JOBS := nb-05-06 unit-slow nb-09_evaluate unit-rest $(filter-out nb-05-06 nb-09_evaluate,$(NB_JOBS))
+TEST_JOBS := nb-05-06 unit-slow nb-09_evaluate nb-07_lora unit-rest nb-08_dpo nb-solutions \
+	$(filter-out nb-05-06 nb-09_evaluate nb-07_lora nb-08_dpo nb-solutions,$(NB_JOBS))
 .PHONY: $(NB_JOBS) unit-slow unit-rest
 
 # $(call job,NAME,COMMAND): run it with its output in $(NB_LOGS)/NAME.log; say its pytest summary line(s); on a
