@@ -140,6 +140,8 @@ class TrainConfig:
     bf16: bool | None = option(None, "bf16 autocast; default: on CUDA and on CPUs with native bf16")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
     compile: bool = option(False, "torch.compile the model")
+    cast_frozen: bool = option(True, "under bf16 autocast on a CPU (one process), hold frozen linear weights (LoRA's "
+                                     "base model) in bf16: cast once, not in every matmul (ftlib.frozen)")
     progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:

@@ -30,6 +30,7 @@ from ftlib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ftlib.config import TrainConfig, check_resume, run_record, write_run_record
 from ftlib.device import train_dtype
 from ftlib.distributed import all_reduce_min, all_reduce_sum, barrier, rank_world
+from ftlib.frozen import FrozenCast
 from ftlib.loss import token_losses
 from ftlib.progress import progress_bar
 
@@ -183,6 +184,9 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     if ckpt:
         progress = load_checkpoint(ckpt, model, optimizer, scheduler)
     forward_model = torch.compile(model) if cfg.compile else model
+    # frozen weights in bf16 once (not recast by autocast in every matmul); fp32 again for checkpoints and after
+    cast = cfg.cast_frozen and dtype is not None and device.type == "cpu" and world == 1
+    frozen = FrozenCast(unwrap(model), dtype) if cast else None
 
     stop = {"signal": None}
     handlers = _install_stop_handlers(stop)
@@ -192,6 +196,8 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     log = open(out / "metrics.jsonl", "a") if rank == 0 else None
     unit = objective.unit
     try:
+        if frozen:
+            frozen.cast()
         batches = _batches_from(train_loader, progress, cfg.seed)
         while progress["step"] < total_steps and stop["signal"] is None:
             t0 = time.perf_counter()
@@ -242,13 +248,15 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
             bar.set_postfix({"loss": f"{step_loss:.3f}", "lr": f"{lr:.1e}", f"{unit}/s": f"{n_units / dt:.0f}"})
             bar.update(1)
             if cfg.save_every and progress["step"] % cfg.save_every == 0 and progress["step"] < total_steps:
-                _save(out, model, optimizer, scheduler, progress)
+                _save(out, model, optimizer, scheduler, progress, frozen)
         if stop["signal"] is not None:
             result.interrupted = True
             tqdm.write(f"{stop['signal']} received: saving a checkpoint at step {progress['step']} before stopping")
         if cfg.save_final or result.interrupted:
-            _save(out, model, optimizer, scheduler, progress)
+            _save(out, model, optimizer, scheduler, progress, frozen)
     finally:
+        if frozen:
+            frozen.restore()
         bar.close()
         if log:
             log.close()
@@ -257,8 +265,9 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     return result
 
 
-def _save(out, model, optimizer, scheduler, progress):
-    save_checkpoint(out, model, optimizer, scheduler, dict(progress))  # every process: rank 0 writes
+def _save(out, model, optimizer, scheduler, progress, frozen: FrozenCast | None = None):
+    with frozen.original() if frozen else contextlib.nullcontext():  # checkpoints hold the fp32 weights
+        save_checkpoint(out, model, optimizer, scheduler, dict(progress))  # every process: rank 0 writes
     barrier()
 
 
