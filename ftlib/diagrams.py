@@ -6,7 +6,9 @@
 * :func:`labels_figure`: one padded sample as the collator builds it, each token coloured prompt / response /
   EOS / pad, from its real ``labels`` and ``attention_mask``;
 * :func:`packing_figure`: the 4D block-causal mask of ``ftlib.batching``'s packed collator, beside the row it
-  packs.
+  packs;
+* :func:`lora_figure`: one LoRA layer of a real model, its frozen weight W beside the trained A and B, drawn to
+  scale from the layer's own tensors (``lora_shapes``).
 
 Each figure's image data *is* the underlying array (class numbers, mask), so tests compare them directly.
 """
@@ -170,5 +172,45 @@ def packing_figure(batch: dict[str, torch.Tensor], n_real: int, row: int = 0):
     for i in starts[1:]:
         right.axhline(i - 0.5, color="tab:red", linewidth=0.6)
         right.axvline(i - 0.5, color="tab:red", linewidth=0.6)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- (d) LoRA
+def lora_shapes(layer) -> dict[str, tuple[int, int]]:
+    """``{"W": (d_out, d_in), "A": (r, d_in), "B": (d_out, r)}`` of a peft LoRA layer, read from its tensors."""
+    name = next(iter(layer.lora_A))  # the active adapter
+    return {"W": tuple(layer.base_layer.weight.shape), "A": tuple(layer.lora_A[name].weight.shape),
+            "B": tuple(layer.lora_B[name].weight.shape)}
+
+
+def lora_figure(layer, title: str = "one LoRA layer"):
+    """W (frozen, grey) + B @ A (trained, green), each a rectangle of its real shape: the picture of LoRA's
+    parameter count. ``layer``: a peft ``lora.Linear`` (e.g. ``model.base_model.model.model.layers[0]...``)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    shapes = lora_shapes(layer)
+    (d_out, d_in), (r, _) = shapes["W"], shapes["A"]
+    gap = max(d_in, d_out) * 0.12
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    boxes = {"W": (0, 0, d_in, d_out, "#bdbdbd"),  # x, y, width (columns), height (rows), colour
+             "B": (d_in + 2 * gap, 0, r, d_out, "#55a868"),
+             "A": (d_in + 3 * gap + r, d_out - r, d_in, r, "#55a868")}
+    for key, (x, y, w, h, colour) in boxes.items():
+        ax.add_patch(Rectangle((x, y), w, h, facecolor=colour, edgecolor="black", linewidth=0.8))
+        rows, cols = shapes[key]
+        state = "frozen" if key == "W" else "trained"
+        ax.text(x + w / 2, y - gap * 0.35, f"{key}: {rows} x {cols}\n{rows * cols:,} {state}", ha="center",
+                va="top", fontsize=9)
+    ax.text(d_in + gap, d_out / 2, "+", fontsize=20, ha="center", va="center")
+    ax.text(d_in + 2.5 * gap + r, d_out - r / 2, "@", fontsize=14, ha="center", va="center")
+    ax.set_xlim(-gap * 0.2, d_in * 2 + 3.2 * gap + r)
+    ax.set_ylim(-gap * 1.6, d_out + gap * 0.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    trained = r * (d_in + d_out)
+    ax.set_title(f"{title}: W + (alpha/r) B @ A, r = {r}; trained {trained:,} of {d_out * d_in + trained:,} "
+                 f"({trained / (d_out * d_in):.1%} of W)", fontsize=10)
     fig.tight_layout()
     return fig

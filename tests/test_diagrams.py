@@ -86,3 +86,20 @@ def test_packing_figure_draws_the_collators_mask(tokenizer):
     padded = packing_figure(batch, lengths[0], row=1)  # row 1: one sample, then padding
     strip = [row[0] for row in padded.axes[0].images[0].get_array().tolist()]
     assert strip == [1] * lengths[0] + [0] * (sum(lengths) - lengths[0])
+
+
+def test_lora_figure_draws_the_layers_own_shapes():
+    from ftlib.diagrams import lora_figure, lora_shapes
+    from ftlib.lora import add_lora
+    from ftlib.testing import tiny_llama
+
+    peft_model = add_lora(tiny_llama(vocab_size=64, seed=0), r=4, alpha=8)
+    layer = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    shapes = lora_shapes(layer)
+    d_out, d_in = layer.base_layer.weight.shape
+    assert shapes == {"W": (d_out, d_in), "A": (4, d_in), "B": (d_out, 4)}
+    fig = lora_figure(layer)
+    widths_heights = sorted((p.get_width(), p.get_height()) for p in fig.axes[0].patches)
+    assert widths_heights == sorted([(d_in, d_out), (4, d_out), (d_in, 4)])
+    title = fig.axes[0].get_title()
+    assert f"trained {4 * (d_in + d_out):,} of" in title and "r = 4" in title

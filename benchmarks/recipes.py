@@ -1,0 +1,100 @@
+"""Which recipe should notebook 05 run? A handful of them, each trained as 05 trains and scored on the *dev* half.
+
+    python -m benchmarks.recipes [--recipes today steps96 ...] [--out /tmp/recipes]
+
+Every recipe is configs/sft-chat.yaml (offline profile) with a few keys changed; each runs through
+``ftlib.sft.run`` (what ``python -m ftlib.sft --config`` and ``make prepare`` run), then its saved model is measured:
+
+* right answers on the **dev** half of the short-answer set (``ftlib.short_answers``, chat mode, greedy) - the test
+  half is never looked at here, so notebook 05 can report it without having chosen on it;
+* on the 16 held-out Alpaca instructions (greedy, 64 new tokens, as notebook 05): the stop rate and the replies
+  that repeat a 3-gram 4 times or more;
+* the held-out response loss at the end of training, and the training time (the loop's own step clocks).
+
+The issue's targets: held-out stop rate >= 90 %, right answers at least the base model's few-shot ceiling, no
+held-out reply that repeats a 3-gram 4 times, within 05's time budget. Results go to ``<out>/results.json`` too.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RECIPES: dict[str, dict] = {
+    "today": {},  # the session-5 recipe: 48 steps of 4 packed rows x 256 tokens, lr 3e-4, LoRA r=16
+    "steps96": {"train": {"max_steps": 96}},
+    "steps96-lr1e-4": {"train": {"max_steps": 96, "learning_rate": 1.0e-4}},
+    "steps96-short": {"train": {"max_steps": 96}, "mixture": {"instructions": 480, "chats": 60,
+                                                              "max_output_chars": 300}},
+    "steps96-r64": {"train": {"max_steps": 96}, "lora_r": 64, "lora_alpha": 128},
+    "steps96-rows512": {"train": {"max_steps": 96}, "max_length": 512, "batch_size": 2},
+}
+
+
+def with_changes(config, change: dict):
+    """``config`` (a dataclass) with ``change``'s values, nested configs key by key; validated again as it is made."""
+    values = {key: with_changes(getattr(config, key), value) if isinstance(value, dict) else value
+              for key, value in change.items()}
+    return dataclasses.replace(config, **values)
+
+
+def score(final: Path, cfg) -> dict:
+    """Dev-half right answers and the held-out replies' stop rate and repetition of a saved model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftlib.evaluate import generate_replies
+    from ftlib.mixture import build_mixture
+    from ftlib.short_answers import load_short_answers, repeats_ngram, run_short_answers
+
+    model = AutoModelForCausalLM.from_pretrained(final).eval()
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    _, dev = run_short_answers(model, tokenizer, load_short_answers("dev"))
+    test = build_mixture(cfg.mixture, "offline", name=cfg.identity_name, author=cfg.identity_author).test
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"]}], tokenize=False,
+                                             add_generation_prompt=True) for r in test]
+    held = generate_replies(model, tokenizer, prompts, max_new_tokens=64, batch_size=len(prompts),
+                            add_special_tokens=False).replies
+    return {"dev_right": dev["right"], "dev_n": dev["n"], "dev_stop_rate": dev["stop_rate"],
+            "dev_repetition_rate": dev["repetition_rate"],
+            "held_out_stop": sum(r.finish_reason != "length" for r in held), "held_out_n": len(held),
+            "held_out_repeating": sum(repeats_ngram(r.token_ids) for r in held)}
+
+
+def run_recipe(name: str, out: Path) -> dict:
+    from ftlib.sft import load_config, run
+
+    change = {**RECIPES[name], "train": {**RECIPES[name].get("train", {}), "output_dir": str(out / name)}}
+    cfg = with_changes(load_config("configs/sft-chat.yaml", "offline"), change)
+    started = time.perf_counter()
+    final = run(cfg)
+    seconds = time.perf_counter() - started
+    metrics = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+    evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
+    result = {"recipe": name, "change": RECIPES[name], "run_seconds": round(seconds),
+              "train_seconds": round(sum(m["seconds"] for m in metrics)), "steps": len(metrics),
+              "eval_loss": round(evals[-1], 3) if evals else None, **score(final, cfg)}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/ftlib-recipes"))
+    args = parser.parse_args()
+    results = [run_recipe(name, args.out) for name in args.recipes]
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\n{'recipe':16} {'train s':>7} {'eval loss':>9} {'dev right':>9} {'dev stop':>8} "
+          f"{'held-out stop':>13} {'repeating':>9}")
+    for r in results:
+        print(f"{r['recipe']:16} {r['train_seconds']:7} {r['eval_loss']:9} {r['dev_right']:5}/{r['dev_n']:<3} "
+              f"{r['dev_stop_rate']:8.0%} {r['held_out_stop']:9}/{r['held_out_n']:<3} {r['held_out_repeating']:9}")
+
+
+if __name__ == "__main__":
+    main()
