@@ -10,13 +10,15 @@ Cases (offline assets):
   same adapters; TRL gets the wrapped ``PeftModel`` (the model ``SFTTrainer(peft_config=...)`` would build).
 * ``smollm-full``: SmolLM2-135M-Instruct, full fine-tuning.
 
-For each case and precision, three runs: TRL ``SFTTrainer`` with dynamic padding; ftlib's ``train`` with dynamic
-padding on the *same* batches (the Alpaca demo tokenised by ftlib - prompt masked, EOS kept - shuffled once, then
-read in order by both); ftlib with packed rows of ``--max-length`` tokens (other batches, fuller rows). Alike: AdamW
-(0.9, 0.99), weight decay 0.1 on matrices, lr 1e-4 cosine, clipping 1.0, no gradient checkpointing (TRL's SFTConfig
-turns it on by default; we turn it off so both do the same work; ``--trl-checkpointing`` leaves it on). Precision
-``bf16``: bf16 autocast over fp32 weights for both (TRL ``bf16=True``, ftlib ``TrainConfig(bf16=True)``), offered
-by default only where the CPU has native bf16 (emulated bf16 is slower than fp32); ``fp32``: no autocast.
+For each case and precision, three runs (and in bf16 with LoRA a fourth: ftlib dynamic with
+``TrainConfig(cast_frozen=False)``, the frozen weights recast by autocast in every matmul as before issue 25): TRL
+``SFTTrainer`` with dynamic padding; ftlib's ``train`` with dynamic padding on the *same* batches (the Alpaca demo
+tokenised by ftlib - prompt masked, EOS kept - shuffled once, then read in order by both); ftlib with packed rows of
+``--max-length`` tokens (other batches, fuller rows). Alike: AdamW (0.9, 0.99), weight decay 0.1 on matrices, lr
+1e-4 cosine, clipping 1.0, no gradient checkpointing (TRL's SFTConfig turns it on by default; we turn it off so both
+do the same work; ``--trl-checkpointing`` leaves it on). Precision ``bf16``: bf16 autocast over fp32 weights for
+both (TRL ``bf16=True``, ftlib ``TrainConfig(bf16=True)``), offered by default only where the CPU has native bf16
+(emulated bf16 is slower than fp32); ``fp32``: no autocast.
 
 Each run is a fresh ``python -m benchmarks.sft --child ...`` process, so its peak RSS (VmHWM) is its own, not the
 high-water mark of an earlier run. Reported: real (non-pad) tokens per second over the steps after the first
@@ -65,7 +67,9 @@ class Case:
 CASES = {"gemma-lora": Case("base", True, "Gemma-3-270M base, LoRA r=16 (all projections)"),
          "smollm-full": Case("instruct", False, "SmolLM2-135M-Instruct, full fine-tuning")}
 RUNS = (("trl", "dynamic", "TRL SFTTrainer (dynamic pad)"), ("ftlib", "dynamic", "ftlib train (dynamic pad)"),
-        ("ftlib", "packed", "ftlib train (packed)"))
+        ("ftlib", "packed", "ftlib train (packed)"),
+        # bf16 only: frozen weights recast by autocast in every matmul, as before issue 25 (TrainConfig.cast_frozen)
+        ("ftlib-recast", "dynamic", "ftlib train (dynamic pad), frozen weights recast per matmul"))
 
 
 def samples(tokenizer, max_length):
@@ -104,7 +108,7 @@ def run_ftlib(model, tok, spec, pad_token_id) -> tuple[list[float], list[float]]
     batches = [next(it) for _ in range(spec["steps"])]
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(output_dir=out, learning_rate=LR, max_steps=spec["steps"], progress=False, warmup_steps=0,
-                          save_final=False, bf16=spec["bf16"])
+                          save_final=False, bf16=spec["bf16"], cast_frozen=spec["trainer"] != "ftlib-recast")
         result = train(model, batches, cfg)
     return [r["loss"] for r in result.history], [r["seconds"] for r in result.history]  # the loop's own clock
 
@@ -218,8 +222,10 @@ def report(case: str, precision: str, results: list[dict], args) -> dict:
             if peak:
                 print(f"MFU {label}: {6 * r['total'] * timed_rate(r, args.warmup) / peak:.1%} of "
                       f"{peak / 1e12:.0f} TFLOP/s ({name})")
+    recast = results[3] if len(results) > 3 else None
     return {"speed": timed_rate(dyn, args.warmup) / trl_tps, "median": median_rate(dyn, args.warmup) / trl_med,
-            "memory": dyn["peak_kib"] / trl_peak, "gap": gap}
+            "memory": dyn["peak_kib"] / trl_peak, "gap": gap,
+            "recast": timed_rate(recast, args.warmup) / trl_tps if recast else None}
 
 
 def main():
@@ -255,17 +261,20 @@ def main():
         for precision in precisions:
             results = []
             for trainer, strategy, _ in RUNS:
+                if trainer == "ftlib-recast" and (precision != "bf16" or not CASES[case].lora):
+                    continue  # the same run as "ftlib dynamic" there: nothing frozen is cast
                 spec = {"case": case, "trainer": trainer, "strategy": strategy, "bf16": precision == "bf16",
                         "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
                         "trl_checkpointing": args.trl_checkpointing, "loss_chunk": args.loss_chunk}
                 results.append(spawn(spec))
             headline[(case, precision)] = report(case, precision, results, args)
     print("\nftlib dynamic vs TRL, same batches")
-    print("| case | precision | real tok/s | median step | peak RSS | largest loss gap |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| case | precision | real tok/s | median step | peak RSS | largest loss gap | without the frozen cast |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for (case, precision), h in headline.items():
+        recast = f"{h['recast']:.2f}x" if h["recast"] else "-"
         print(f"| {case} | {precision} | {h['speed']:.2f}x | {h['median']:.2f}x | {h['memory']:.2f}x "
-              f"| {h['gap']:.1e} |")
+              f"| {h['gap']:.1e} | {recast} |")
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

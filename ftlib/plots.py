@@ -1,4 +1,5 @@
-"""Plots learners would rather look at than read: loss curves, DPO rewards, reply lengths, stop rates, and token
+"""Plots learners would rather look at than read: loss curves, DPO rewards, reply lengths, stop rates, short-answer
+scores, and token
 probabilities before and after a sampling step. Each draws on ``ax``/``axes`` if given and returns it."""
 from __future__ import annotations
 
@@ -100,6 +101,36 @@ def plot_stop_rates(rates: dict[str, float], ax=None):
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("stop rate")
     return ax
+
+
+def plot_scores(scores: dict[str, dict], axes=None):
+    """Short-answer results side by side (``ftlib.short_answers`` scores per model): right answers out of n on the
+    left, stop rate and repeating replies on the right, one colour per model."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    names = list(scores)
+    colours = [f"C{i}" for i in range(len(names))]
+    right = [s["right"] / s["n"] for s in scores.values()]
+    bars = axes[0].barh(names, right, color=colours)
+    for bar, s in zip(bars, scores.values()):
+        axes[0].text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{s['right']}/{s['n']}",
+                     va="center")
+    axes[0].set_xlim(0, 1.15)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("right answers (share of the questions)")
+    x = range(len(names))
+    width = 0.4
+    axes[1].bar([i - width / 2 for i in x], [s["stop_rate"] for s in scores.values()], width, color=colours,
+                label="stop rate")
+    axes[1].bar([i + width / 2 for i in x], [s["repetition_rate"] for s in scores.values()], width, color=colours,
+                alpha=0.4, hatch="//", label="repeating replies")
+    axes[1].set_xticks(list(x), [str(i + 1) for i in x])
+    axes[1].set_xlabel("model (same order as on the left)")
+    axes[1].set_ylim(0, 1.05)
+    axes[1].legend(fontsize=8)
+    return axes
 
 
 def plot_before_after(before: Tensor, after: Tensor, tokenizer, k: int = 12, ax=None, title: str = ""):

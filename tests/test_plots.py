@@ -47,3 +47,12 @@ def test_before_after_bars_are_the_softmax_of_the_top_k():
     expected_after = after.softmax(-1)[[0, 2]].tolist()
     assert heights == pytest.approx(before.softmax(-1)[[0, 2]].tolist() + expected_after)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["t0", "t2"]
+
+
+def test_plot_scores_draws_right_answers_and_stop_rates():
+    scores = {"base": {"right": 3, "n": 10, "stop_rate": 0.0, "repetition_rate": 0.5},
+              "tuned": {"right": 6, "n": 10, "stop_rate": 0.9, "repetition_rate": 0.0}}
+    left, right = plots.plot_scores(scores)
+    assert [round(p.get_width(), 6) for p in left.patches] == [0.3, 0.6]
+    assert [t.get_text() for t in left.texts] == ["3/10", "6/10"]
+    assert [round(p.get_height(), 6) for p in right.patches] == [0.0, 0.9, 0.5, 0.0]
