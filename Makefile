@@ -102,3 +102,13 @@ bench: assets
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The instructor's kit (docs/teaching.md). reset: the committed notebooks back (uncommitted edits under notebooks/
+# are lost), everything untracked under notebooks/ (outputs/, saved models) and build/student, build/slides gone.
+# student: build/student/, the notebooks without outputs or solutions, each "What to notice" folded.
+.PHONY: reset student slides
+reset:
+	$(PYTHON) tools/classroom.py reset
+
+student: $(STAMP)
+	$(BIN)/python tools/classroom.py student
