@@ -15,7 +15,6 @@ below), so a deck opens with no network: no CDN.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import subprocess
@@ -24,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NPM = ("reveal.js@4.6.1", "requirejs@2.3.8", "mathjax@2.7.9", "jquery@3.7.1")  # 4.x: the major nbconvert's template targets
+# reveal.js 4.x: the major nbconvert's reveal template targets
+NPM = ("reveal.js@4.6.1", "requirejs@2.3.8", "mathjax@2.7.9", "jquery@3.7.1")
 TEMPLATE = ROOT / "tools" / "slides_offline.html.j2"
 NOTES_TAG = "speaker-notes"
 IMPORT_LINE = re.compile(r"^\s*(import\s|from\s\S+\simport\s|#|$)")
@@ -120,7 +120,8 @@ def render(notebooks: list[Path], out: Path, notes: dict[str, str] | None = None
              f"--SlidesExporter.require_js_url={prefix}/requirejs/require.js",
              f"--SlidesExporter.mathjax_url={prefix}/mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe",
              f"--SlidesExporter.jquery_url={prefix}/jquery/dist/jquery.min.js",
-             f"--template-file={TEMPLATE}", "--SlidesExporter.reveal_scroll=True"]
+             f"--template-file={TEMPLATE}", "--SlidesExporter.reveal_scroll=True",
+             "--SlidesExporter.reveal_theme=white"]  # white: its fonts are in the package; simple imports Google Fonts
     decks = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in notebooks:
