@@ -27,6 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NPM = ("reveal.js@4.6.1", "requirejs@2.3.8", "mathjax@2.7.9", "jquery@3.7.1")
 TEMPLATE = ROOT / "tools" / "slides_offline.html.j2"
 NOTES_TAG = "speaker-notes"
+
+
+class SlidesError(Exception):
+    """Something the user must fix (said in one line, exit code 2)."""
+
+
 IMPORT_LINE = re.compile(r"^\s*(import\s|from\s\S+\simport\s|#|$)")
 
 
@@ -53,23 +59,28 @@ def slide_type(cell: dict, previous: dict | None) -> str:
     return "subslide"
 
 
+def _notes_cell(cell_id: str) -> dict:
+    from nbformat import from_dict
+
+    return from_dict({"cell_type": "markdown", "id": cell_id, "metadata": {"tags": [NOTES_TAG]}, "source": ""})
+
+
 def add_notes(nb: dict, notes: dict[str, str]) -> int:
-    """Put a speaker-notes cell after each markdown cell whose first line starts with a key of ``notes``
+    """Put a speaker-notes cell after each markdown cell with a line starting with a key of ``notes``
     (replacing the one already there: idempotent). Returns how many notes cells the notebook now has."""
     cells, out, count = nb["cells"], [], 0
     for i, cell in enumerate(cells):
         if NOTES_TAG in cell.get("metadata", {}).get("tags", []):
             continue  # rebuilt below from the notes file (or kept if its heading has no note there)
         out.append(cell)
-        first = _text(cell).split("\n", 1)[0] if cell["cell_type"] == "markdown" else None
-        key = next((k for k in notes if first is not None and first.startswith(k)), None)
+        lines = _text(cell).splitlines() if cell["cell_type"] == "markdown" else []
+        key = next((k for k in notes if any(line.startswith(k) for line in lines)), None)
         following = cells[i + 1] if i + 1 < len(cells) else None
         old = following if following and NOTES_TAG in following.get("metadata", {}).get("tags", []) else None
         if key is None and old is not None:
             out.append(old)
         elif key is not None:
-            note = dict(old) if old else {"cell_type": "markdown", "id": f"notes-{len(out):03d}",
-                                          "metadata": {"tags": [NOTES_TAG]}}
+            note = old if old else _notes_cell(f"notes-{len(out):03d}")
             note["source"] = notes[key].strip()
             out.append(note)
         count += key is not None or old is not None
@@ -83,8 +94,9 @@ def mark(nb: dict, notes: dict[str, str] | None = None) -> dict:
         add_notes(nb, notes)
     previous = None
     for cell in nb["cells"]:
-        cell.setdefault("metadata", {})["slideshow"] = {"slide_type": slide_type(cell, previous)}
-        if cell["cell_type"] != "markdown" or slide_type(cell, previous) != "notes":
+        kind = slide_type(cell, previous)
+        cell.setdefault("metadata", {})["slideshow"] = {"slide_type": kind}
+        if kind != "notes":
             previous = cell
     return nb
 
@@ -106,6 +118,8 @@ def install_assets(out: Path) -> Path:
     """reveal.js, require.js and MathJax from npm into ``<out>/assets`` (once); returns node_modules."""
     modules = out / "assets" / "node_modules"
     if not all((modules / name.split("@")[0] / "package.json").is_file() for name in NPM):
+        if shutil.which("npm") is None:
+            raise SlidesError("make slides needs npm (Node.js) once, to fetch reveal.js: apt-get install npm")
         (out / "assets").mkdir(parents=True, exist_ok=True)
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(out / "assets"),
                         *NPM], check=True, stdout=subprocess.DEVNULL)
@@ -162,8 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slide metadata: {len(changed)} of {len(notebooks)} notebooks changed {changed}")
     else:
         decks = []
-        for path in notebooks:
-            decks += render([path], args.out, notes.get(path.stem))
+        try:
+            for path in notebooks:
+                decks += render([path], args.out, notes.get(path.stem))
+        except SlidesError as e:
+            print(e, file=sys.stderr)
+            return 2
         print(f"{len(decks)} decks in {args.out}: open one in a browser (S: speaker notes)")
     return 0
 
