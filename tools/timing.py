@@ -67,6 +67,13 @@ def notebook_run(nb: dict) -> Run:
     return Run(reported, peak, {}, "self-report" if reported is not None else "none")
 
 
+def fmt_seconds(seconds: float | None) -> str:
+    """A run time as docs/teaching.md writes it: whole seconds under 2 minutes, else minutes to 0.1."""
+    if seconds is None:
+        return "not recorded"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def announcement(nb: dict, index: int) -> tuple[float, float] | None:
     """(seconds, GB) announced in the markdown cell just above cell ``index``, or None."""
     above = nb["cells"][index - 1] if index > 0 else None
@@ -99,12 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/timing.py", description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--check", action="store_true", help="exit 1 if a long cell is not announced")
+    parser.add_argument("--table", action="store_true", help="print the run-time and peak-RAM cells of "
+                        "docs/teaching.md's agenda, one row per notebook")
     args = parser.parse_args(argv)
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         print(f"not found: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.table:
+        for path in paths:
+            run = notebook_run(json.loads(path.read_text()))
+            peak = f"{run.peak_gb} GB" if run.peak_gb else "not recorded"
+            print(f"| {path.stem[:2]} | {fmt_seconds(run.seconds)} | {peak} |")
+        return 0
     failures = 0
     for path in paths:
         nb = json.loads(path.read_text())
