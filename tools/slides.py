@@ -5,7 +5,7 @@
     python tools/slides.py render [--out build/slides] [NOTEBOOK ...]   # `make slides`
 
 mark is idempotent (a second run changes no byte) and only touches ``metadata.slideshow`` and the notes cells it
-owns (tag ``speaker-notes``). The rules: a markdown cell opening with "# " or "## " starts a slide; other
+owns (tag ``speaker-notes``). The rules: a markdown cell with a "# " or "## " heading starts a slide; other
 markdown a subslide; code cells, and the "What to notice" right after them, appear as fragments; the PROFILE
 cell and import-only cells are skipped; speaker-notes cells are notes (reveal's speaker view, key S).
 render marks a temporary copy (the committed notebooks need not carry the metadata yet), then runs nbconvert's
@@ -51,8 +51,8 @@ def slide_type(cell: dict, previous: dict | None) -> str:
         return "fragment"
     if cell["cell_type"] != "markdown":
         return "skip"
-    if text.startswith(("# ", "## ")):
-        return "slide"
+    if any(line.startswith(("# ", "## ")) for line in text.splitlines()):
+        return "slide"  # a section starts here, even below a "What to notice" that shares its cell
     notice = text.startswith(("What to notice", "<details><summary>What to notice"))
     if notice and previous is not None and previous["cell_type"] == "code":
         return "fragment"
