@@ -59,7 +59,9 @@ def student(root: Path, out: Path) -> list[Path]:
     (out / "README.md").write_text(
         "# The course, learners' copy\n\nOutputs are cleared: run each notebook top to bottom. Each \"What to "
         "notice\" is folded: make your prediction, then click it open. The solutions are not in this copy; the "
-        "instructor hands them out after the exercises.\n")
+        "instructor hands them out after the exercises.\n\nThe notebooks import the `ftlib` package: install it from "
+        "the course repository (`pip install -e .` there, or `make lab`) and fetch the offline models and data once "
+        "with `python -m ftlib.assets fetch`.\n")
     return paths
 
 
