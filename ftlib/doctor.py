@@ -212,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0:
         print("--seconds must be positive", file=sys.stderr)
         return 2
-    facts = collect(args.seconds)
+    try:
+        facts = collect(args.seconds)
+    except ValueError as e:  # a bad FTLIB_CPU_GENERATION_DTYPE, said in one line
+        print(e, file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({**asdict(facts), "advice": advise(facts)}, indent=1))
     else:

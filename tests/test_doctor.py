@@ -137,3 +137,10 @@ def test_cli_json_and_table(machine, capsys):
     text = capsys.readouterr().out
     assert "training dtype" in text and "- estimate:" in text
     assert doctor.main(["--seconds", "0"]) == 2
+
+
+def test_bad_generation_dtype_setting_is_one_line_and_exit_2(machine, monkeypatch, capsys):
+    monkeypatch.setenv("FTLIB_CPU_GENERATION_DTYPE", "fp8")
+    assert doctor.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FTLIB_CPU_GENERATION_DTYPE" in err
