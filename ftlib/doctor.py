@@ -25,9 +25,10 @@ import torch
 
 from ftlib import device as dev
 
-# What notebook 05 needs (offline profile), measured in its committed run (docs/benchmarks.md).
+# What notebook 05 needs (offline profile), measured in its committed run (docs/benchmarks.md). GB here are GiB
+# (2**30 bytes), as ru_maxrss / 2**20 in 05's last cell and as below.
 PEAK_RAM_GB = 5.4
-ASSETS_GB = 2.3   # the offline asset cache, all of it (models + data)
+ASSETS_GB = 2.2   # the offline asset cache, all of it (models + data): 2.36e9 bytes
 MODEL_GB = 1.1    # the merged model 05 saves for 06, 08 and 09
 LOW_RAM_GB = 8.0  # below this total, change 05's config (see advice)
 # Gemma-3-270M: hidden 640, MLP 2048, 18 layers, 4 query heads and 1 KV head of 256, vocabulary 262,144.
