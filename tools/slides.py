@@ -40,6 +40,17 @@ def _text(cell: dict) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
+def _has_section_heading(markdown: str) -> bool:
+    """A "# " or "## " line outside fenced code (where "# " is a shell or Python comment)."""
+    fenced = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced and line.startswith(("# ", "## ")):
+            return True
+    return False
+
+
 def slide_type(cell: dict, previous: dict | None) -> str:
     """The reveal.js role of one cell (module docstring)."""
     text = _text(cell).lstrip()
@@ -51,7 +62,7 @@ def slide_type(cell: dict, previous: dict | None) -> str:
         return "fragment"
     if cell["cell_type"] != "markdown":
         return "skip"
-    if any(line.startswith(("# ", "## ")) for line in text.splitlines()):
+    if _has_section_heading(text):
         return "slide"  # a section starts here, even below a "What to notice" that shares its cell
     notice = text.startswith(("What to notice", "<details><summary>What to notice"))
     if notice and previous is not None and previous["cell_type"] == "code":
