@@ -178,7 +178,7 @@ def advise(f: Facts) -> list[str]:
     if f.ram_total_gb < LOW_RAM_GB:
         lines.append(f"RAM {f.ram_total_gb:.1f} GB is under {LOW_RAM_GB:.0f} GB (05 peaks at {PEAK_RAM_GB} GB): "
                      "in configs/sft-chat.yaml set batch_size: 2 and max_length: 128, close other programs, and "
-                     "restart the kernel before notebook 05.")
+                     "restart the kernel before notebooks 05 and 07 (07 peaks at 5.8 GB).")
     elif f.ram_available_gb < PEAK_RAM_GB:
         lines.append(f"only {f.ram_available_gb:.1f} GB RAM free now (05 peaks at {PEAK_RAM_GB} GB): close "
                      "other programs or kernels before notebook 05.")
