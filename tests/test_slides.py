@@ -1,7 +1,7 @@
 """tools/slides.py: slide metadata on every cell (idempotent, nothing else touched), speaker notes, offline decks.
 
 Run on temporary copies of the course notebooks, never on notebooks/ itself. The browser half (the deck shows its
-slides with the network off) is tests/browser/test_slides.py.
+slides with the network off) is tests/browser/test_slides_browser.py.
 """
 from __future__ import annotations
 
