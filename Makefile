@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml
 assets: $(STAMP)
 	$(BIN)/python -m ftlib.assets fetch
 
+# No "get notified about official Jupyter news?" pop-up and no update check (a class is often offline): JupyterLab
+# 4.6 asks only while the notification setting fetchNews is "none"; overrides.json changes the default for this venv.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
 lab: assets
+	mkdir -p $(LAB_SETTINGS) && cp tools/lab-overrides.json $(LAB_SETTINGS)/overrides.json
 	$(BIN)/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Unit tests alone (`make unit`): pytest-xdist, two workers of one thread, a file per worker (module fixtures are
@@ -102,3 +106,18 @@ bench: assets
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The instructor's kit (docs/teaching.md). reset: the committed notebooks back (uncommitted edits under notebooks/
+# are lost), everything untracked under notebooks/ (outputs/, saved models) and build/student, build/slides gone.
+# student: build/student/, the notebooks without outputs or solutions, each "What to notice" folded.
+.PHONY: reset student slides
+reset:
+	$(PYTHON) tools/classroom.py reset
+
+student: $(STAMP)
+	$(BIN)/python tools/classroom.py student
+
+# slides: build/slides/<notebook>.slides.html, one reveal.js deck per notebook, opened offline (reveal.js, MathJax,
+# require.js and jQuery fetched once from npm into build/slides/assets; no CDN). Notes: press S in a deck.
+slides: $(STAMP)
+	$(BIN)/python tools/slides.py render

@@ -1,6 +1,8 @@
 """Show a tokenised sample as coloured HTML: which tokens are trained on, which are masked.
 
 A learner sees the masking rules at a glance: the prompt greyed out, the response (and its end token) green.
+The colours are inline styles, which a viewer that sanitises HTML may drop; so the display also carries a
+text/plain version with the trained spans between [[ and ]], which such a viewer shows instead.
 """
 from __future__ import annotations
 
@@ -32,12 +34,38 @@ def tokens_html(tokenizer: PreTrainedTokenizerBase, input_ids: Sequence[int], la
     return f'<div style="line-height:1.9">{head}{legend}{"".join(boxes)}</div>'
 
 
+def tokens_text(tokenizer: PreTrainedTokenizerBase, input_ids: Sequence[int], labels: Sequence[int],
+                title: str | None = None) -> str:
+    """The plain-text twin of ``tokens_html``: the decoded sample with each run of trained tokens in [[...]]."""
+    parts, trained = [], False
+    for token, label in zip(input_ids, labels):
+        if (label != -100) != trained:
+            parts.append("[[" if not trained else "]]")
+            trained = not trained
+        parts.append(tokenizer.decode([token]).replace("\n", "↵\n"))
+    if trained:
+        parts.append("]]")
+    legend = "[[...]] = trained on; the rest is masked (-100)"
+    return "\n".join(filter(None, [title, legend, "".join(parts)]))
+
+
+class TokenView:
+    """One display with two forms: the coloured HTML, and the [[...]] text for viewers without HTML styles."""
+
+    def __init__(self, html: str, text: str):
+        self.html, self.text = html, text
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        return {"text/html": self.html, "text/plain": self.text}
+
+
 def show_tokens(tokenizer: PreTrainedTokenizerBase, input_ids: Sequence[int], labels: Sequence[int],
                 title: str | None = None):
-    """Display ``tokens_html`` in a notebook."""
-    from IPython.display import HTML, display
+    """Display ``tokens_html`` in a notebook, with ``tokens_text`` as its text/plain fallback."""
+    from IPython.display import display
 
-    display(HTML(tokens_html(tokenizer, input_ids, labels, title)))
+    display(TokenView(tokens_html(tokenizer, input_ids, labels, title),
+                      tokens_text(tokenizer, input_ids, labels, title)))
 
 
 def side_by_side_html(texts: dict[str, str]) -> str:

@@ -258,3 +258,24 @@ def test_tokens_html_colours_by_label(tokenizer):
     assert page.count(f"background:{TRAINED};border") == n_trained == 3
     assert page.count(f"background:{MASKED};border") == len(sample["labels"]) - n_trained
     assert "&lt;|im_end|&gt;" in page  # special tokens escaped, not swallowed as HTML
+
+
+def test_show_tokens_carries_the_same_html_and_a_text_fallback_that_marks_the_trained_spans(tokenizer, monkeypatch):
+    import IPython.display
+    from IPython.core.formatters import DisplayFormatter
+
+    from ftlib.show import TokenView, show_tokens, tokens_html, tokens_text
+
+    sample = tokenise_instruction(RECORD, tokenizer)
+    ids, labels = sample["input_ids"], sample["labels"]
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    show_tokens(tokenizer, ids, labels, "a sample")
+    bundle, _ = DisplayFormatter().format(shown[0])
+    assert bundle["text/html"] == tokens_html(tokenizer, ids, labels, "a sample")  # the HTML as before
+    text = bundle["text/plain"]
+    assert text == tokens_text(tokenizer, ids, labels, "a sample") and isinstance(shown[0], TokenView)
+    # the marked spans are exactly the trained spans (the peer: trained_spans), the rest is the prompt
+    marked = re.findall(r"\[\[(.*?)\]\]", text.split("\n", 2)[2], flags=re.S)
+    assert marked == [tokenizer.decode(s).replace("\n", "↵\n") for s in trained_spans(labels)]
+    assert re.sub(r"\[\[|\]\]", "", text.split("\n", 2)[2]) == tokenizer.decode(ids).replace("\n", "↵\n")
