@@ -7,7 +7,7 @@ newest token: each step costs one token's forward pass instead of the whole sequ
 Speed also depends on the dtype: load the model with ``dtype=ftlib.device.generation_dtype()`` (bf16 on CUDA;
 fp32 on CPU unless FTLIB_CPU_GENERATION_DTYPE=bf16 or auto, because there the faster one depends on the machine)
 or call ``to_generation_dtype(model)``. ``generate`` itself never casts your model. The article's no-cache loop,
-kept for comparison, is ``ftlib.article.article_generate``.
+kept for comparison, is ``ftlib.course.article.article_generate``.
 """
 from __future__ import annotations
 

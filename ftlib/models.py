@@ -10,7 +10,7 @@ from transformers import logging as hf_logging
 from ftlib.assets import require
 from ftlib.profiles import Profile, get_profile
 from ftlib.registry import ASSETS
-from ftlib.testing import TINY_ROLES, tiny_model_dir
+from ftlib.tiny import TINY_ROLES, tiny_model_dir
 
 
 def resolve_model(name: str, profile: Profile | str | None = None) -> str:

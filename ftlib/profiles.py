@@ -51,7 +51,7 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
         offline=True,
-        # random-weight models of a few MB (ftlib.testing.tiny_model_dir): CI runs the hub-gpu control flow of
+        # random-weight models of a few MB (ftlib.tiny.tiny_model_dir): CI runs the hub-gpu control flow of
         # notebooks 05-06 with them in seconds. The base one has no chat template, like Llama-3.2-1B.
         models={"instruct": "tiny-instruct", "base": "tiny-base"},
         datasets={"alpaca": "alpaca-demo", "chat": "sharegpt-chats", "identity": "identity",

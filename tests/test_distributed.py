@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 from ftlib.checkpoint import is_sharded, latest_checkpoint, load_weights, save_finetuned
 from ftlib.distributed import RankSlice, cleanup, init_distributed, wrap_model
 from ftlib.models import load_tokenizer
-from ftlib.testing import tiny_llama
+from ftlib.tiny import tiny_llama
 from ftlib.train import TrainConfig, train
 
 VOCAB = 64

@@ -12,7 +12,7 @@ from ftlib.checkpoint import latest_checkpoint, load_weights
 from ftlib.config import ConfigError
 from ftlib.lora import add_lora
 from ftlib.samples import SampleError
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
 from ftlib.train import TrainingDiverged
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlib.exercises import all_exercises, exercise
-from ftlib.exercises_03_04 import PADDING_LENGTHS, padding_fractions
+from ftlib.course.exercises import all_exercises, exercise
+from ftlib.course.exercises.nb03_04 import PADDING_LENGTHS, padding_fractions
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 from tests.test_notebooks import problems
 

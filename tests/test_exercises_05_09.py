@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftlib.exercises import all_exercises, exercise
-from ftlib.testing import tiny_llama
+from ftlib.course.exercises import all_exercises, exercise
+from ftlib.tiny import tiny_llama
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
 KEYS = [k for k in all_exercises() if k[:2] in {"05", "06", "07", "08", "09"}]

@@ -1,7 +1,7 @@
 """The exercise framework: verdicts, placeholders, answers that raise, keys."""
 import pytest
 
-from ftlib import exercises as ex
+from ftlib.course import exercises as ex
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from ftlib.article import article_generate
+from ftlib.course.article import article_generate
 from ftlib.generation import encode_prompts, generate, stream_generate
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
 
 STORY = "Once upon a time, there was"
 

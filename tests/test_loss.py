@@ -8,7 +8,8 @@ from ftlib import loss
 from ftlib.batching import PackingCollator, PaddingCollator
 from ftlib.dpo import PreferenceCollator, sequence_logps
 from ftlib.lora import add_lora
-from ftlib.testing import tiny_gemma3, tiny_llama
+from ftlib.testing import tiny_gemma3
+from ftlib.tiny import tiny_llama
 from ftlib.train import token_loss_sum
 
 VOCAB, CAP = 256, 0.3  # the cap is small enough to bend a tiny random model's logits (checked below)

@@ -54,7 +54,7 @@ def test_saved_outputs_show_finished_bars_and_no_warnings(name):
 def test_a_training_bar_executed_headless_is_saved_finished(monkeypatch):
     code = """
 import torch
-from ftlib.testing import tiny_llama
+from ftlib.tiny import tiny_llama
 from ftlib.train import TrainConfig, train
 batch = {"input_ids": torch.tensor([[1, 2, 3, 4]]), "labels": torch.tensor([[1, 2, 3, 4]])}
 train(tiny_llama(vocab_size=16), [batch] * 3, TrainConfig(output_dir=OUT, max_steps=3, save_final=False, bf16=False))

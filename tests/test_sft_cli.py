@@ -11,7 +11,7 @@ import yaml
 from ftlib.mixture import MixtureConfig
 from ftlib.sft import ConfigError, SFTConfig, load_config, parse_config, prepare_samples
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 

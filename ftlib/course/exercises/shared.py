@@ -1,7 +1,7 @@
 """What several exercise check modules share, in one copy each: comparisons that name a known mistake, and the
 fixed inputs the checks run on (the offline SmolLM2 tokenizer; a tiny random Llama with a 2-row batch).
 
-The "not answered yet" handling lives with the framework, in ``ftlib.exercises``.
+The "not answered yet" handling lives with the framework, in ``ftlib.course.exercises``.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _smollm2():
 @functools.lru_cache(maxsize=1)
 def _tiny() -> tuple:
     """A tiny random Llama, a 2-row batch (prompt masked, row 1 padded, each reply closed by the end token), logits."""
-    from ftlib.testing import tiny_llama
+    from ftlib.tiny import tiny_llama
 
     with torch.random.fork_rng():  # tiny_llama seeds torch: leave the learner's random state alone
         model = tiny_llama(vocab_size=64)

@@ -1,6 +1,6 @@
-"""Checks for the exercises of notebooks 05-06 (SFT, chat); see ``ftlib.exercises``.
+"""Checks for the exercises of notebooks 05-06 (SFT, chat); see ``ftlib.course.exercises``.
 
-Each check runs the learner's answer on small fixed tensors or a tiny random model (``ftlib.testing``) and compares
+Each check runs the learner's answer on small fixed tensors or a tiny random model (``ftlib.tiny``) and compares
 it with a peer: Hugging Face's own loss, the chat template, ftlib's tested evaluation code. A known mistake gets
 its own sentence (what is wrong, and why it matters); anything else gets the numbers.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ftlib.exercises import NOT_YET, register
-from ftlib.exercises_shared import _close, _match, _number, _tiny
+from ftlib.course.exercises import NOT_YET, register
+from ftlib.course.exercises.shared import _close, _match, _number, _tiny
 
 
 # ---------------------------------------------------------------- 05 · SFT

@@ -1,4 +1,4 @@
-"""Checks for the exercises of notebooks 00-02 (see ``ftlib.exercises``): set-up, sampling, the chat prompt.
+"""Checks for the exercises of notebooks 00-02 (see ``ftlib.course.exercises``): set-up, sampling, the chat prompt.
 
 Each check is cheap and deterministic: small hand-made tensors, or the offline SmolLM2 tokenizer (loaded once, in
 a fraction of a second). None loads a model, so a verdict is the same on every machine. Worked solutions are in
@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper
 
-from ftlib.exercises import _call, _exercise
-from ftlib.exercises_shared import _first_diff, _smollm2
+from ftlib.course.exercises import _call, _exercise
+from ftlib.course.exercises.shared import _first_diff, _smollm2
 from ftlib.sampling import apply_temperature, apply_top_k, apply_top_p
 
 NEG_INF = float("-inf")

@@ -1,14 +1,14 @@
 """Exercises with instant checks, the way interactive courses do it: a learner answers in a notebook cell and
 learns at once whether the answer works and, if not, what is wrong in one sentence.
 
-    from ftlib.exercises import exercise
+    from ftlib.course.exercises import exercise
     ex = exercise("03.1")           # notebook 03, exercise 1
     ex.hint()                       # a nudge, on request
     ex.check(my_answer)             # ✓ or ✗ with one sentence on what is wrong
     ex.solution()                   # where the worked solution is (notebooks/solutions/)
 
-The checks themselves live in one module per few notebooks (``ftlib.exercises_00_02``, ``ftlib.exercises_03_04``,
-``ftlib.exercises_05_06``, ``ftlib.exercises_07_09``; what they share is in ``ftlib.exercises_shared``) and register
+The checks themselves live in one module per few notebooks (``nb00_02``, ``nb03_04``, ``nb05_06``, ``nb07_09`` in
+this package; what they share is in ``shared``) and register
 here with ``@register`` (or ``_exercise``, which also handles a function still at ``...``). A check gets the
 learner's answer and returns ``None`` when it works or one sentence saying what is wrong; it must be deterministic
 and cheap (a tokenizer or a tiny model, never training), so the same verdict prints on any machine.
@@ -22,7 +22,8 @@ from typing import Any
 
 __all__ = ["Exercise", "Verdict", "exercise", "register", "all_exercises"]
 
-_MODULES = ("ftlib.exercises_00_02", "ftlib.exercises_03_04", "ftlib.exercises_05_06", "ftlib.exercises_07_09")
+_MODULES = ("ftlib.course.exercises.nb00_02", "ftlib.course.exercises.nb03_04", "ftlib.course.exercises.nb05_06",
+            "ftlib.course.exercises.nb07_09")
 _REGISTRY: dict[str, Exercise] = {}
 PLACEHOLDER_HELP = "replace the `...` with your answer and run the cell again"
 

@@ -1,4 +1,5 @@
-"""Checks for the exercises of notebooks 03-04 (see ``ftlib.exercises``): instruction samples, padding, chat masks.
+"""Checks for the exercises of notebooks 03-04 (see ``ftlib.course.exercises``): instruction samples, padding,
+chat masks.
 
 Each check is cheap and deterministic: small hand-made tensors, or the offline SmolLM2 tokenizer (loaded once, in
 a fraction of a second). None loads a model, so a verdict is the same on every machine. Worked solutions are in
@@ -12,8 +13,8 @@ from typing import Any
 import torch
 
 from ftlib.batching import PaddingCollator
-from ftlib.exercises import _call, _exercise
-from ftlib.exercises_shared import _first_diff, _smollm2
+from ftlib.course.exercises import _call, _exercise
+from ftlib.course.exercises.shared import _first_diff, _smollm2
 from ftlib.samples import assistant_char_spans, tokenise_instruction
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE, format_alpaca
 

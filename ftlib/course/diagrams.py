@@ -31,7 +31,7 @@ def forward_token_counts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     Counted by a forward pre-hook during real runs of ``article_generate`` (no cache) and ``generate`` (KV
     cache), with stop tokens off so both make exactly ``new_tokens`` tokens.
     """
-    from ftlib.article import article_generate
+    from ftlib.course.article import article_generate
     from ftlib.generation import generate
 
     fed: list[int] = []

@@ -1,6 +1,6 @@
-"""Checks for the exercises of notebooks 07-09 (LoRA, DPO, evaluation); see ``ftlib.exercises``.
+"""Checks for the exercises of notebooks 07-09 (LoRA, DPO, evaluation); see ``ftlib.course.exercises``.
 
-Each check runs the learner's answer on small fixed tensors or a tiny random model (``ftlib.testing``) and compares
+Each check runs the learner's answer on small fixed tensors or a tiny random model (``ftlib.tiny``) and compares
 it with a peer: peft's LoRA layer, ftlib's tested DPO and evaluation code. A known mistake gets its own sentence
 (what is wrong, and why it matters); anything else gets the numbers.
 """
@@ -11,8 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ftlib.exercises import NOT_YET, register
-from ftlib.exercises_shared import END, _close, _match, _number, _tiny
+from ftlib.course.exercises import NOT_YET, register
+from ftlib.course.exercises.shared import END, _close, _match, _number, _tiny
 
 # ---------------------------------------------------------------- 07 · LoRA
 R07, TARGETS07 = 8, ("q_proj", "v_proj")
@@ -24,7 +24,7 @@ R07, TARGETS07 = 8, ("q_proj", "v_proj")
           success="that is exactly what peft trains for rank 8 on q_proj and v_proj.")
 def _lora_count(answer) -> str | None:
     from ftlib.lora import add_lora, count_parameters
-    from ftlib.testing import tiny_llama
+    from ftlib.tiny import tiny_llama
 
     value = _number(answer)
     if value is None:
