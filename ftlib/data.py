@@ -7,8 +7,8 @@ Offline sources are registry assets; hub profiles read the article's hub dataset
 
 Bad data raises ``DataError``, whose message is ONE line naming the file, the line or record, the field and the
 fix: the CLI prints it as ``error: ...`` (exit code 2), a notebook shows it as the exception's message.
-``datasets`` is imported inside the functions that need it: ``ftlib.samples`` (and so batching, on the GPU box)
-imports this module for the error types, and a bad file should be answered before anything heavy loads.
+``datasets`` is imported inside the functions that need it: a bad file should be answered before anything heavy
+loads. The error types and record validators are in ``ftlib.schema``, shared with ``ftlib.samples``.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ftlib.assets import require
 from ftlib.profiles import Profile, get_profile
 from ftlib.registry import ASSETS
+from ftlib.schema import DataError, SampleError, type_name, validate_instruction, validate_messages
 
 if TYPE_CHECKING:
     import datasets
@@ -28,24 +29,6 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 HUB_SPLITS = {"HuggingFaceH4/ultrachat_200k": "train_sft", "HuggingFaceH4/ultrafeedback_binarized": "train_prefs"}
 CHAT_KEYS = ("messages", "conversations")
 INSTRUCTION_KEYS = ("instruction", "input", "output")
-
-
-class DataError(ValueError):
-    """Data that cannot be trained on. The message is one line: the file, the line or record, the field, the fix."""
-
-
-class SampleError(DataError):
-    """A record that cannot become a training sample; names the record index and the field."""
-
-    def __init__(self, index: int | None, field: str, problem: str):
-        self.index, self.field, self.problem = index, field, problem
-        where = f"record {index}" if index is not None else "record"
-        super().__init__(f"{where}, field {field!r}: {problem}")
-
-
-def type_name(value: Any) -> str:
-    """A value's type for error messages: Python's name, except JSON's ``null`` for None."""
-    return "null" if value is None else type(value).__name__
 
 
 def _source(role: str, profile: Profile | str | None) -> str:
@@ -249,8 +232,6 @@ def _kind(path: Path, records: list[tuple[str, Any]]) -> str:
 
 def _normalise(record: Any, kind: str) -> dict:
     """The record in its schema's exact shape, or ``SampleError`` naming the bad field."""
-    from ftlib.samples import validate_instruction, validate_messages
-
     if kind == "instructions":
         validate_instruction(record)
         return {"instruction": record["instruction"], "input": record.get("input") or "", "output": record["output"]}

@@ -28,7 +28,8 @@ from transformers import PreTrainedTokenizerBase
 
 from ftlib.config import option
 from ftlib.loss import sequence_logps as summed_logps
-from ftlib.samples import IGNORE_INDEX, SampleError, assistant_char_spans, pad_token_id, validate_messages
+from ftlib.samples import assistant_char_spans, pad_token_id
+from ftlib.schema import IGNORE_INDEX, SampleError, validate_messages
 from ftlib.train import Objective, TrainConfig, TrainResult, to_device, train
 
 PAIR_KEYS = ("prompt_ids", "chosen_ids", "rejected_ids")

@@ -23,14 +23,14 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from ftlib.device import generation_dtype
 from ftlib.samples import pad_token_id
 from ftlib.sampling import (
-    _check_penalty,
-    _check_temperature,
-    _check_top_k,
-    _check_top_p,
     apply_repetition_penalty,
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    check_penalty,
+    check_temperature,
+    check_top_k,
+    check_top_p,
 )
 
 
@@ -60,10 +60,10 @@ class SamplingSettings:
 
     def __post_init__(self) -> None:
         if self.do_sample:
-            _check_temperature(self.temperature)
-        _check_top_k(self.top_k)
-        _check_top_p(self.top_p)
-        _check_penalty(self.repetition_penalty)
+            check_temperature(self.temperature)
+        check_top_k(self.top_k)
+        check_top_p(self.top_p)
+        check_penalty(self.repetition_penalty)
         if self.repetition_penalty_range is not None and self.repetition_penalty_range < 0:
             raise ValueError(f"repetition_penalty_range must be >= 0, got {self.repetition_penalty_range}.")
 

@@ -31,10 +31,10 @@ import yaml
 
 from ftlib import data as ftdata
 from ftlib.config import ConfigError, TrainConfig, option, validate
-from ftlib.data import DataError
 from ftlib.mixture import MixtureConfig
 from ftlib.profiles import PROFILES, get_profile, profile_name
 from ftlib.samples import pad_token_id, tokenise_dataset
+from ftlib.schema import DataError
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 
 if TYPE_CHECKING:

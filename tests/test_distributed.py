@@ -19,6 +19,8 @@ from ftlib.models import load_tokenizer
 from ftlib.tiny import tiny_llama
 from ftlib.train import TrainConfig, train
 
+pytestmark = pytest.mark.slow  # the unit-slow job of `make test` (subprocesses, real models, minutes)
+
 VOCAB = 64
 
 

@@ -2,12 +2,12 @@
 import pytest
 
 from ftlib.course import exercises as ex
+from ftlib.course.exercises import core
 
 
 @pytest.fixture
 def toy(monkeypatch):
-    monkeypatch.setattr(ex, "_REGISTRY", {})
-    monkeypatch.setattr(ex, "_MODULES", ())
+    monkeypatch.setattr(core, "_REGISTRY", {})
 
     @ex.register("99.1", "double it", hint="multiply by two", success="2x works")
     def _check(fn):

@@ -13,6 +13,8 @@ from ftlib.sft import ConfigError, SFTConfig, load_config, parse_config, prepare
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 from ftlib.tiny import tiny_llama_for
 
+pytestmark = pytest.mark.slow  # the unit-slow job of `make test` (subprocesses, real models, minutes)
+
 CONFIGS = Path(__file__).parent.parent / "configs"
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ftlib.samples import IGNORE_INDEX
+from ftlib.schema import IGNORE_INDEX
 
 # ---------------------------------------------------------------- (a) the KV cache
 FUTURE, COMPUTED, CACHED = 0, 1, 2
