@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftlib.assets import require
-from ftlib.profiles import Profile, get_profile
+from ftlib.profiles import Profile, activate
 from ftlib.registry import ASSETS
 from ftlib.schema import DataError, SampleError, type_name, validate_instruction, validate_messages
 
@@ -31,17 +31,17 @@ CHAT_KEYS = ("messages", "conversations")
 INSTRUCTION_KEYS = ("instruction", "input", "output")
 
 
-def _source(role: str, profile: Profile | str | None) -> str:
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+def _load(role: str, profile: Profile | str | None) -> datasets.Dataset:
+    """The profile's dataset for ``role``: an offline asset (a JSON file), or a hub dataset. A hub dataset that
+    cannot be reached (no network, offline mode, a gated or missing repo) is one ``DataError`` line naming the
+    profile, the dataset and the fix, not a traceback from ``datasets``."""
+    import datasets
+
+    profile = activate(profile)
     if role not in profile.datasets:
         raise DataError(f"profile {profile.name!r} has no dataset {role!r}; use one of {', '.join(profile.datasets)}"
                         " or ftlib.data.load_file for your own .json/.jsonl file")
-    return profile.datasets[role]
-
-
-def _load(source: str, split: str | None = None) -> datasets.Dataset:
-    import datasets
-
+    source = profile.datasets[role]
     if source in ASSETS:
         path = require(source)
         try:
@@ -49,7 +49,13 @@ def _load(source: str, split: str | None = None) -> datasets.Dataset:
         except Exception:
             read_json(path)  # a damaged file raises its one-line DataError here
             raise
-    return datasets.load_dataset(source, split=split or HUB_SPLITS.get(source, "train"))
+    try:
+        return datasets.load_dataset(source, split=HUB_SPLITS.get(source, "train"))
+    except OSError as e:  # ConnectionError, datasets' DatasetNotFoundError, huggingface_hub's gated-repo errors
+        why = " ".join(str(e).split())[:200]
+        raise DataError(f"profile {profile.name!r}: could not reach dataset {source!r} on the Hugging Face hub "
+                        f"({why}); run with FTLIB_PROFILE=offline (no network needed), or check the network "
+                        "and, for a gated dataset, `huggingface-cli login`") from None
 
 
 def sharegpt_to_messages(turns: Any, index: int | None = None) -> list[dict]:
@@ -70,7 +76,7 @@ def sharegpt_to_messages(turns: Any, index: int | None = None) -> list[dict]:
 
 def load_instructions(profile: Profile | str | None = None, role: str = "alpaca") -> datasets.Dataset:
     """Alpaca-style rows (instruction/input/output)."""
-    ds = _load(_source(role, profile))
+    ds = _load(role, profile)
     keep = ["instruction", "input", "output"]
     return ds.remove_columns([c for c in ds.column_names if c not in keep])
 
@@ -88,7 +94,7 @@ def load_identity(name: str, author: str, profile: Profile | str | None = None) 
 
 def load_chats(profile: Profile | str | None = None) -> datasets.Dataset:
     """Multi-turn chats as ``messages``."""
-    ds = _load(_source("chat", profile))
+    ds = _load("chat", profile)
     if "conversations" in ds.column_names:
         ds = ds.map(lambda row: {"messages": sharegpt_to_messages(row["conversations"])})
     return ds.select_columns(["messages"])
@@ -96,7 +102,7 @@ def load_chats(profile: Profile | str | None = None) -> datasets.Dataset:
 
 def load_preferences(profile: Profile | str | None = None) -> datasets.Dataset:
     """Preference pairs: context ``messages`` plus ``chosen``/``rejected`` assistant replies (strings)."""
-    ds = _load(_source("preference", profile))
+    ds = _load("preference", profile)
     if "conversations" in ds.column_names:  # LLaMA-Factory's ShareGPT-style DPO file
         ds = ds.map(lambda r: {"messages": sharegpt_to_messages(r["conversations"]),
                                "chosen": r["chosen"]["value"], "rejected": r["rejected"]["value"]},
@@ -105,11 +111,6 @@ def load_preferences(profile: Profile | str | None = None) -> datasets.Dataset:
         ds = ds.map(lambda r: {"messages": r["chosen"][:-1], "chosen": r["chosen"][-1]["content"],
                                "rejected": r["rejected"][-1]["content"]}, remove_columns=ds.column_names)
     return ds
-
-
-def load_questions(profile: Profile | str | None = None) -> list[dict]:
-    """MT-Bench's 80 two-turn questions (held-out chat probes)."""
-    return [record for _, record in read_json(require(_source("questions", profile)))]
 
 
 def instructions_to_chats(ds: datasets.Dataset) -> datasets.Dataset:

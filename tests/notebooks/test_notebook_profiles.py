@@ -18,7 +18,7 @@ from ftlib.sft import load_config
 
 pytestmark = pytest.mark.slow  # the unit-slow job of `make test` (subprocesses, real models, minutes)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_notebooks_05_and_06_run_under_the_tiny_profile(tiny_course, monkeypatch):

@@ -17,7 +17,7 @@ from ftlib.lora import add_lora
 from ftlib.tiny import tiny_llama
 from ftlib.train import TrainConfig, train
 
-NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "05_sft.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "05_sft.ipynb"
 
 
 def article_train():

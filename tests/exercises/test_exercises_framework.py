@@ -58,7 +58,7 @@ def test_every_notebook_has_two_to_four_checked_exercises_with_solutions():
 
     import nbformat
 
-    root = Path(__file__).parent.parent / "notebooks"
+    root = Path(__file__).resolve().parents[2] / "notebooks"
     registered = ex.all_exercises()
     for path in sorted(root.glob("[0-9][0-9]_*.ipynb")):
         nb_key = path.name[:2]
