@@ -70,8 +70,8 @@ define job
 endef
 
 nb-05-06: assets
-	$(call job,$@,OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/05_sft.ipynb \
-	    && $(RUN_NB) notebooks/06_chat.ipynb)
+	$(call job,$@,OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/$(word 1,$(NB_PAIRED)).ipynb \
+	    && $(RUN_NB) notebooks/$(word 2,$(NB_PAIRED)).ipynb)
 
 $(addprefix nb-,$(NB_SOLO)): nb-%: assets
 	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb)

@@ -23,6 +23,7 @@ def test_every_notebook_and_solutions_notebook_is_in_exactly_one_job():
     targets = [Path(t) for job, ts in listed.items() if job.startswith("nb-") for t in ts]
     notebooks = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("notebooks/solutions/*.ipynb"))
     assert len(notebooks) >= 20
+    assert all((ROOT / t).exists() for t in targets), "a job runs a notebook that is not there"
     for nb in notebooks:
         rel = nb.relative_to(ROOT)
         covering = [t for t in targets if t == rel or t in rel.parents]
