@@ -10,14 +10,15 @@ PORT   ?= 8888
 
 setup: $(STAMP)
 
-# torch first and pinned: it comes from the local CPU wheel here, and nothing later may pull a CUDA build.
-# Keep pip's byte-compiling (27 of the 63 s): with PYTHONDONTWRITEBYTECODE=1, as on our machines, nothing else
-# ever writes a .pyc, and every process would compile torch and transformers again (the unit tests took 2.3x).
+# torch first, at the pin pyproject.toml holds (the one place it is written): it comes from the local CPU wheel
+# here, and nothing later may pull a CUDA build. Keep pip's byte-compiling (docs/benchmarks.md: without it every
+# process compiles torch again).
+TORCH := $(shell grep -oE '"torch==[^"]+"' pyproject.toml | tr -d '"')
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) torch==2.13.0
+	$(PIP) $(TORCH)
 	$(PIP) -e '.[dev]'
 	touch $@
 
@@ -36,13 +37,10 @@ lab: assets
 unit: assets
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile tests/
 
-# Committed outputs come from an ordinary, unpinned run (on an AVX-512-BF16 CPU, 2 threads). Under nbval the kernels
-# are pinned to AVX2 and run on one thread, so a CI run crosses an instruction-set boundary and a checked cell that
-# depends on the last bits fails here, not on a learner's machine. Measured: bf16 next-token logits move by up to 0.3
-# under the pin; fp32 ones stay bit-identical (MKL) and move with the thread count instead (~3e-5). The exception is
-# 05: pinned, it would train in fp32 (bf16 is emulated under AVX2), 2.2x as long, which alone would take CI past its
-# 15 minutes. In CI it runs as committed, on one thread instead of two; `make notebooks PIN_05=1` runs it pinned
-# too (docs/benchmarks.md records when that was last done). x86-64 only (elsewhere the variables mean nothing).
+# Committed outputs come from an unpinned 2-thread run on an AVX-512-BF16 CPU; under nbval the kernels are pinned to
+# AVX2 on one thread, so a checked cell that depends on the last bits fails here, not on a learner's machine. 05 is
+# the exception (pinned it trains in fp32, too long for CI): `make notebooks PIN_05=1` pins it too. x86-64 only.
+# Measurements behind these choices: docs/benchmarks.md, "How make test is shaped".
 PIN_ISA := $(if $(filter x86_64 amd64,$(shell uname -m)),ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
 PIN_05  ?=
 NB_LOGS := $(VENV)/test-logs
@@ -50,19 +48,20 @@ NB_LOGS := $(VENV)/test-logs
 PYTEST  := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=5
 RUN_NB   = OMP_NUM_THREADS=1 $(PIN_ISA) $(PYTEST) $(NBVAL)
 
-# `make test` is a queue of one-thread jobs on two slots (make -j2): one process with two threads runs 1.7x, not 2x,
-# as fast as with one, and three busy threads on two cores stall each other's OpenMP barriers (05's generations took
-# 8x as long beside another notebook). Longest first, so the short ones fill in at the end. 06 chats with the model
-# 05 saves, so the two are one job. Slow unit-test files are a job of their own, the others another.
-UNIT_SLOW := tests/test_sft_cli.py tests/browser tests/test_distributed.py tests/test_notebook_profiles.py \
-	tests/test_generation.py
-# Measured in CI (s, one thread, beside another job): 05+06 704, unit-slow 274, 09 150, 07 84, unit-rest 81, 08 71,
-# solutions 50, 02 45, 04 42, 01 35, 00 15, 03 10.
-NB_SOLO   := 09_evaluate 07_lora 08_dpo 02_base_vs_instruct 04_chat_samples 01_generation 00_setup 03_alpaca_samples
+# `make test` is a queue of one-thread jobs on two slots (make -j2): more threads per job stall each other. Every
+# notebook in notebooks/ is a job of its own (found by wildcard: a new one cannot go untested), except 05 and 06,
+# one job as 06 chats with the model 05 saves; the solutions notebooks are one job. Unit tests marked `slow`
+# (pytest marker) are a job, the others another. TEST_JOBS runs the longest first (measured in CI, see
+# docs/benchmarks.md), then any job not measured yet; `make print-jobs` lists each job and what it runs.
+NB_ALL    := $(sort $(basename $(notdir $(wildcard notebooks/[0-9][0-9]_*.ipynb))))
+NB_PAIRED := 05_sft 06_chat
+NB_SOLO   := $(filter-out $(NB_PAIRED),$(NB_ALL))
 NB_JOBS   := nb-05-06 $(addprefix nb-,$(NB_SOLO)) nb-solutions
-TEST_JOBS := nb-05-06 unit-slow nb-09_evaluate nb-07_lora unit-rest nb-08_dpo nb-solutions \
-	$(filter-out nb-05-06 nb-09_evaluate nb-07_lora nb-08_dpo nb-solutions,$(NB_JOBS))
-.PHONY: $(NB_JOBS) unit-slow unit-rest
+LONGEST_FIRST := nb-05-06 unit-slow nb-09_evaluate nb-07_lora unit-rest nb-08_dpo nb-solutions \
+	nb-02_base_vs_instruct nb-04_chat_samples nb-01_generation nb-00_setup nb-03_alpaca_samples
+ALL_JOBS  := $(NB_JOBS) unit-slow unit-rest
+TEST_JOBS := $(filter $(ALL_JOBS),$(LONGEST_FIRST)) $(filter-out $(LONGEST_FIRST),$(ALL_JOBS))
+.PHONY: $(NB_JOBS) unit-slow unit-rest print-jobs
 
 # $(call job,NAME,COMMAND): run it with its output in $(NB_LOGS)/NAME.log; say its pytest summary line(s); on a
 # failure print the whole log.
@@ -75,8 +74,8 @@ define job
 endef
 
 nb-05-06: assets
-	$(call job,$@,OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/05_sft.ipynb \
-	    && $(RUN_NB) notebooks/06_chat.ipynb)
+	$(call job,$@,OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/$(word 1,$(NB_PAIRED)).ipynb \
+	    && $(RUN_NB) notebooks/$(word 2,$(NB_PAIRED)).ipynb)
 
 $(addprefix nb-,$(NB_SOLO)): nb-%: assets
 	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb)
@@ -85,16 +84,26 @@ nb-solutions: assets
 	$(call job,$@,$(RUN_NB) notebooks/solutions/)
 
 unit-slow: assets
-	$(call job,$@,OMP_NUM_THREADS=1 $(PYTEST) $(UNIT_SLOW))
+	$(call job,$@,OMP_NUM_THREADS=1 $(PYTEST) -m slow tests/)
 
 unit-rest: assets
-	$(call job,$@,OMP_NUM_THREADS=1 $(PYTEST) tests/ $(addprefix --ignore=,$(UNIT_SLOW)))
+	$(call job,$@,OMP_NUM_THREADS=1 $(PYTEST) -m "not slow" tests/)
+
+# One line per job of `make test`: the job, then the notebooks (files or folders) it runs (tests/ read this).
+print-jobs:
+	@echo "nb-05-06: $(addprefix notebooks/,$(addsuffix .ipynb,$(NB_PAIRED)))"
+	@$(foreach nb,$(NB_SOLO),echo "nb-$(nb): notebooks/$(nb).ipynb";)
+	@echo "nb-solutions: notebooks/solutions/"
+	@echo "unit-slow: tests/ -m slow"
+	@echo "unit-rest: tests/ -m 'not slow'"
+	@echo "order: $(TEST_JOBS)"
 
 notebooks: assets
 	@$(MAKE) --no-print-directory -j2 -k $(NB_JOBS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ftlib tests benchmarks
+	$(BIN)/lint-imports  # the import contracts in pyproject.toml: two wings, layers, no cycles
 
 test: lint assets
 	@$(MAKE) --no-print-directory -j2 -k $(TEST_JOBS)

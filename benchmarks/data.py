@@ -18,11 +18,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import datasets  # noqa: E402
 
-from ftlib.article import FineTuningDataset  # noqa: E402
+from ftlib.course.article import FineTuningDataset  # noqa: E402
+from ftlib.course.stats import compare_strategies, length_stats  # noqa: E402
 from ftlib.data import load_instructions  # noqa: E402
 from ftlib.models import load_tokenizer  # noqa: E402
 from ftlib.samples import tokenise_dataset  # noqa: E402
-from ftlib.stats import compare_strategies, length_stats  # noqa: E402
 from ftlib.templates import format_alpaca  # noqa: E402
 
 

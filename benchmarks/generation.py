@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from ftlib.article import article_generate
+from ftlib.course.article import article_generate
 from ftlib.device import cpu_has_native_bf16, pick_device
 from ftlib.generation import generate
 from ftlib.models import load_model

@@ -21,7 +21,8 @@ python3 - <<'PY' | tee -a "$OUT/cli.txt"
 import json
 for d in ("/tmp/sft-one", "/tmp/sft-torchrun"):
     rows = [json.loads(l) for l in open(f"{d}/metrics.jsonl")]
-    cfg = json.load(open(f"{d}/train_config.json"))
-    print(d, "steps", len(rows), "first/last loss", round(rows[0]["loss"], 3), round(rows[-1]["loss"], 3))
+    cfg = json.load(open(f"{d}/run_config.json"))["config"]  # the resolved config the run recorded
+    print(d, "steps", len(rows), "of max_steps", cfg.get("max_steps"), "first/last loss", round(rows[0]["loss"], 3),
+          round(rows[-1]["loss"], 3))
 PY
 timeout 420 python3 -m benchmarks.sft_gpu --json "$OUT/sft_gpu.json" --budget 330 2>&1 | tee "$OUT/sft_gpu.txt"

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ftlib.samples import IGNORE_INDEX
+from ftlib.schema import IGNORE_INDEX
 
 Strategy = Literal["pad", "dynamic", "packed"]
 

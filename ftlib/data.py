@@ -7,8 +7,8 @@ Offline sources are registry assets; hub profiles read the article's hub dataset
 
 Bad data raises ``DataError``, whose message is ONE line naming the file, the line or record, the field and the
 fix: the CLI prints it as ``error: ...`` (exit code 2), a notebook shows it as the exception's message.
-``datasets`` is imported inside the functions that need it: ``ftlib.samples`` (and so batching, on the GPU box)
-imports this module for the error types, and a bad file should be answered before anything heavy loads.
+``datasets`` is imported inside the functions that need it: a bad file should be answered before anything heavy
+loads. The error types and record validators are in ``ftlib.schema``, shared with ``ftlib.samples``.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftlib.assets import require
-from ftlib.profiles import Profile, get_profile
+from ftlib.profiles import Profile, activate
 from ftlib.registry import ASSETS
+from ftlib.schema import DataError, SampleError, type_name, validate_instruction, validate_messages
 
 if TYPE_CHECKING:
     import datasets
@@ -30,35 +31,17 @@ CHAT_KEYS = ("messages", "conversations")
 INSTRUCTION_KEYS = ("instruction", "input", "output")
 
 
-class DataError(ValueError):
-    """Data that cannot be trained on. The message is one line: the file, the line or record, the field, the fix."""
+def _load(role: str, profile: Profile | str | None) -> datasets.Dataset:
+    """The profile's dataset for ``role``: an offline asset (a JSON file), or a hub dataset. A hub dataset that
+    cannot be reached (no network, offline mode, a gated or missing repo) is one ``DataError`` line naming the
+    profile, the dataset and the fix, not a traceback from ``datasets``."""
+    import datasets
 
-
-class SampleError(DataError):
-    """A record that cannot become a training sample; names the record index and the field."""
-
-    def __init__(self, index: int | None, field: str, problem: str):
-        self.index, self.field, self.problem = index, field, problem
-        where = f"record {index}" if index is not None else "record"
-        super().__init__(f"{where}, field {field!r}: {problem}")
-
-
-def type_name(value: Any) -> str:
-    """A value's type for error messages: Python's name, except JSON's ``null`` for None."""
-    return "null" if value is None else type(value).__name__
-
-
-def _source(role: str, profile: Profile | str | None) -> str:
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = activate(profile)
     if role not in profile.datasets:
         raise DataError(f"profile {profile.name!r} has no dataset {role!r}; use one of {', '.join(profile.datasets)}"
                         " or ftlib.data.load_file for your own .json/.jsonl file")
-    return profile.datasets[role]
-
-
-def _load(source: str, split: str | None = None) -> datasets.Dataset:
-    import datasets
-
+    source = profile.datasets[role]
     if source in ASSETS:
         path = require(source)
         try:
@@ -66,7 +49,13 @@ def _load(source: str, split: str | None = None) -> datasets.Dataset:
         except Exception:
             read_json(path)  # a damaged file raises its one-line DataError here
             raise
-    return datasets.load_dataset(source, split=split or HUB_SPLITS.get(source, "train"))
+    try:
+        return datasets.load_dataset(source, split=HUB_SPLITS.get(source, "train"))
+    except OSError as e:  # ConnectionError, datasets' DatasetNotFoundError, huggingface_hub's gated-repo errors
+        why = " ".join(str(e).split())[:200]
+        raise DataError(f"profile {profile.name!r}: could not reach dataset {source!r} on the Hugging Face hub "
+                        f"({why}); run with FTLIB_PROFILE=offline (no network needed), or check the network "
+                        "and, for a gated dataset, `huggingface-cli login`") from None
 
 
 def sharegpt_to_messages(turns: Any, index: int | None = None) -> list[dict]:
@@ -87,7 +76,7 @@ def sharegpt_to_messages(turns: Any, index: int | None = None) -> list[dict]:
 
 def load_instructions(profile: Profile | str | None = None, role: str = "alpaca") -> datasets.Dataset:
     """Alpaca-style rows (instruction/input/output)."""
-    ds = _load(_source(role, profile))
+    ds = _load(role, profile)
     keep = ["instruction", "input", "output"]
     return ds.remove_columns([c for c in ds.column_names if c not in keep])
 
@@ -105,7 +94,7 @@ def load_identity(name: str, author: str, profile: Profile | str | None = None) 
 
 def load_chats(profile: Profile | str | None = None) -> datasets.Dataset:
     """Multi-turn chats as ``messages``."""
-    ds = _load(_source("chat", profile))
+    ds = _load("chat", profile)
     if "conversations" in ds.column_names:
         ds = ds.map(lambda row: {"messages": sharegpt_to_messages(row["conversations"])})
     return ds.select_columns(["messages"])
@@ -113,7 +102,7 @@ def load_chats(profile: Profile | str | None = None) -> datasets.Dataset:
 
 def load_preferences(profile: Profile | str | None = None) -> datasets.Dataset:
     """Preference pairs: context ``messages`` plus ``chosen``/``rejected`` assistant replies (strings)."""
-    ds = _load(_source("preference", profile))
+    ds = _load("preference", profile)
     if "conversations" in ds.column_names:  # LLaMA-Factory's ShareGPT-style DPO file
         ds = ds.map(lambda r: {"messages": sharegpt_to_messages(r["conversations"]),
                                "chosen": r["chosen"]["value"], "rejected": r["rejected"]["value"]},
@@ -122,11 +111,6 @@ def load_preferences(profile: Profile | str | None = None) -> datasets.Dataset:
         ds = ds.map(lambda r: {"messages": r["chosen"][:-1], "chosen": r["chosen"][-1]["content"],
                                "rejected": r["rejected"][-1]["content"]}, remove_columns=ds.column_names)
     return ds
-
-
-def load_questions(profile: Profile | str | None = None) -> list[dict]:
-    """MT-Bench's 80 two-turn questions (held-out chat probes)."""
-    return [record for _, record in read_json(require(_source("questions", profile)))]
 
 
 def instructions_to_chats(ds: datasets.Dataset) -> datasets.Dataset:
@@ -249,8 +233,6 @@ def _kind(path: Path, records: list[tuple[str, Any]]) -> str:
 
 def _normalise(record: Any, kind: str) -> dict:
     """The record in its schema's exact shape, or ``SampleError`` naming the bad field."""
-    from ftlib.samples import validate_instruction, validate_messages
-
     if kind == "instructions":
         validate_instruction(record)
         return {"instruction": record["instruction"], "input": record.get("input") or "", "output": record["output"]}

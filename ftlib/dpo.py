@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from ftlib.config import option
-from ftlib.loss import sequence_logps as summed_logps
-from ftlib.samples import IGNORE_INDEX, SampleError, assistant_char_spans, pad_token_id, validate_messages
+from ftlib.loss import sequence_logps
+from ftlib.samples import assistant_char_spans, pad_token_id
+from ftlib.schema import IGNORE_INDEX, SampleError, validate_messages
 from ftlib.train import Objective, TrainConfig, TrainResult, to_device, train
 
 PAIR_KEYS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -126,13 +127,11 @@ def make_preference_loader(pairs: datasets.Dataset, tokenizer: PreTrainedTokeniz
 
 
 # ---------------------------------------------------------------- the loss
-def sequence_logps(model, batch: dict) -> torch.Tensor:
-    """Per row, the summed log-probability of the reply tokens (``completion_mask``) given everything before.
-
-    Logits are computed for the reply tokens only (ftlib.loss): the prompt is context, never scored."""
+def reply_labels(batch: dict) -> tuple[dict, torch.Tensor]:
+    """A preference batch as ``ftlib.loss.sequence_logps`` takes it: the model inputs, and labels that keep only the
+    reply tokens (``completion_mask``), so the prompt is context, never scored (logits only where it is trained)."""
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    return summed_logps(model, inputs, labels)
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, labels
 
 
 @dataclass
@@ -177,10 +176,10 @@ def reference_context(policy, reference):
 
 def compute_dpo_loss(policy, batch: dict, reference=None, beta: float = 0.1) -> DPOOutput:
     """Policy forward (with gradients) and reference forward (without) on one preference batch, then the loss."""
-    policy_logps = sequence_logps(policy, batch)
+    policy_logps = sequence_logps(policy, *reply_labels(batch))
     ref_model, context = reference_context(policy, reference)
     with torch.no_grad(), context:
-        ref_logps = sequence_logps(ref_model, batch)
+        ref_logps = sequence_logps(ref_model, *reply_labels(batch))
     policy_chosen, policy_rejected = policy_logps.chunk(2)
     ref_chosen, ref_rejected = ref_logps.chunk(2)
     return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
@@ -232,8 +231,6 @@ class DPOConfig(TrainConfig):
                                      "a SIGINT/SIGTERM stop always saves")
     beta: float = option(0.1, "how far the policy may move from the reference (small: far)", gt=0)
 
-
-DPOResult = TrainResult  # the name train_dpo's result had before it ran on ftlib.train
 
 
 @torch.no_grad()

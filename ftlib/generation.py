@@ -7,7 +7,7 @@ newest token: each step costs one token's forward pass instead of the whole sequ
 Speed also depends on the dtype: load the model with ``dtype=ftlib.device.generation_dtype()`` (bf16 on CUDA;
 fp32 on CPU unless FTLIB_CPU_GENERATION_DTYPE=bf16 or auto, because there the faster one depends on the machine)
 or call ``to_generation_dtype(model)``. ``generate`` itself never casts your model. The article's no-cache loop,
-kept for comparison, is ``ftlib.article.article_generate``.
+kept for comparison, is ``ftlib.course.article.article_generate``.
 """
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from ftlib.device import generation_dtype
 from ftlib.samples import pad_token_id
 from ftlib.sampling import (
-    _check_penalty,
-    _check_temperature,
-    _check_top_k,
-    _check_top_p,
     apply_repetition_penalty,
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    check_penalty,
+    check_temperature,
+    check_top_k,
+    check_top_p,
 )
 
 
@@ -60,10 +60,10 @@ class SamplingSettings:
 
     def __post_init__(self) -> None:
         if self.do_sample:
-            _check_temperature(self.temperature)
-        _check_top_k(self.top_k)
-        _check_top_p(self.top_p)
-        _check_penalty(self.repetition_penalty)
+            check_temperature(self.temperature)
+        check_top_k(self.top_k)
+        check_top_p(self.top_p)
+        check_penalty(self.repetition_penalty)
         if self.repetition_penalty_range is not None and self.repetition_penalty_range < 0:
             raise ValueError(f"repetition_penalty_range must be >= 0, got {self.repetition_penalty_range}.")
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ftlib.samples import IGNORE_INDEX
+from ftlib.schema import IGNORE_INDEX
 
 # Causal LMs whose forward in transformers 5.23 is `logits = lm_head(hidden)` plus, at most, the final soft-capping
 # `cap * tanh(logits / cap)` of `config.final_logit_softcapping` (read from modeling_*.py). Not here, for example:

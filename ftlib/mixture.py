@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ftlib.config import option, validate
-from ftlib.profiles import Profile, get_profile
+from ftlib.profiles import Profile, activate
 
 if TYPE_CHECKING:  # imported when a mixture is built: a config (ftlib.sft's fast checks) must not pay for it
     import datasets
@@ -75,7 +75,7 @@ def build_mixture(cfg: MixtureConfig = MixtureConfig(), profile: Profile | str |
 
     from ftlib import data as ftdata
 
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = activate(profile)
     rng = random.Random(cfg.seed)
     alpaca = [r for r in ftdata.load_instructions(profile) if len(r["output"]) <= cfg.max_output_chars]
     rng.shuffle(alpaca)

@@ -8,14 +8,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from transformers import logging as hf_logging
 
 from ftlib.assets import require
-from ftlib.profiles import Profile, get_profile
+from ftlib.profiles import Profile, activate
 from ftlib.registry import ASSETS
-from ftlib.testing import TINY_ROLES, tiny_model_dir
+from ftlib.tiny import TINY_ROLES, tiny_model_dir
 
 
 def resolve_model(name: str, profile: Profile | str | None = None) -> str:
     """Turn a role, asset name or path into what ``from_pretrained`` takes (a directory or a hub id)."""
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = activate(profile)
     name = profile.models.get(name, name)
     if name in TINY_ROLES:
         return tiny_model_dir(name)

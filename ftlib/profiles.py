@@ -51,7 +51,7 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
         offline=True,
-        # random-weight models of a few MB (ftlib.testing.tiny_model_dir): CI runs the hub-gpu control flow of
+        # random-weight models of a few MB (ftlib.tiny.tiny_model_dir): CI runs the hub-gpu control flow of
         # notebooks 05-06 with them in seconds. The base one has no chat template, like Llama-3.2-1B.
         models={"instruct": "tiny-instruct", "base": "tiny-base"},
         datasets={"alpaca": "alpaca-demo", "chat": "sharegpt-chats", "identity": "identity",
@@ -67,13 +67,29 @@ def profile_name(name: str | None = None) -> str:
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """The named profile, else ``$FTLIB_PROFILE``, else ``offline``. Offline also sets HF_HUB_OFFLINE=1."""
+    """The named profile, else ``$FTLIB_PROFILE``, else ``offline``: a lookup, no side effect (see ``activate``)."""
     name = profile_name(name)
     if name not in PROFILES:
         raise ValueError(f"Unknown profile {name!r}; choose one of {', '.join(PROFILES)} "
                          "(set FTLIB_PROFILE or the notebook's PROFILE cell).")
-    profile = PROFILES[name]
-    if profile.offline:
-        # Nothing in the offline profile may try the hub; this makes any accidental hub call fail fast.
+    return PROFILES[name]
+
+
+_SET_OFFLINE = False  # whether activate() set HF_HUB_OFFLINE (so that a hub profile activated later may unset it)
+
+
+def activate(profile: Profile | str | None = None) -> Profile:
+    """Make ``profile`` the one this process runs under, and return it. An offline profile sets ``HF_HUB_OFFLINE=1``
+    so that any accidental hub call fails fast instead of waiting on the network; a hub profile clears it again if
+    an earlier activate set it (never one the user set). Called where a run starts: the CLIs' mains, and the
+    loaders a notebook calls with its profile (``load_model``, ``load_tokenizer``, the ``ftlib.data`` loaders,
+    ``build_mixture``), so a notebook needs no call of its own. Idempotent and cheap."""
+    global _SET_OFFLINE
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    if profile.offline and os.environ.get("HF_HUB_OFFLINE") != "1":
         os.environ["HF_HUB_OFFLINE"] = "1"
+        _SET_OFFLINE = True
+    elif not profile.offline and _SET_OFFLINE:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        _SET_OFFLINE = False
     return profile

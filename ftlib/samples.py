@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # `datasets` is imported where it is used: batching must work without it (GPU box)
     import datasets
     from transformers import PreTrainedTokenizerBase
 
-from ftlib.data import DataError, SampleError, type_name  # noqa: F401  (re-exported: bad records raise SampleError)
+from ftlib.schema import (
+    IGNORE_INDEX,
+    DataError,
+    SampleError,
+    validate_instruction,
+    validate_messages,
+)
 from ftlib.templates import format_alpaca
 
-IGNORE_INDEX = -100
-ROLES = ("system", "user", "assistant")
 Overlong = Literal["error", "drop", "truncate"]
 
 
@@ -44,67 +48,6 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
         if pad is not None:
             return pad
     raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
-
-
-# ---------------------------------------------------------------- validation
-def _text(record: Any, key: str, index: int | None, required: bool = True) -> str:
-    if not isinstance(record, dict):
-        raise SampleError(index, key, f"expected a dict record, got {type_name(record)}; "
-                                      "write each record as a JSON object")
-    value = record.get(key)
-    if value is None:
-        if not required:
-            return ""
-        state = "missing" if key not in record else "None"
-        raise SampleError(index, key, f"is {state}; every record needs a string {key!r}")
-    if not isinstance(value, str):
-        raise SampleError(index, key, f"must be a string, got {type_name(value)}; write it as text in quotes")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:  # a lone surrogate: JSON allows "\ud800", UTF-8 (and Arrow) cannot hold it
-            raise SampleError(index, key, f"holds {value[e.start]!r} at character {e.start}, which is not a "
-                                          "character UTF-8 can store; remove it") from None
-    if required and not value.strip():
-        raise SampleError(index, key, "is empty; remove the record or fill the field")
-    return value
-
-
-def validate_instruction(record: Any, index: int | None = None) -> None:
-    """``instruction`` and ``output``: non-empty strings; ``input``: a string, empty or absent meaning none."""
-    _text(record, "instruction", index)
-    _text(record, "input", index, required=False)
-    _text(record, "output", index)
-
-
-def validate_messages(messages: Any, index: int | None = None) -> None:
-    """An optional leading system turn, then strictly alternating user/assistant turns ending on assistant."""
-    if not isinstance(messages, list) or not messages:
-        got = "an empty list" if isinstance(messages, list) else type_name(messages)
-        raise SampleError(index, "messages", f"must be a non-empty list of {{role, content}} dicts, got {got}")
-    expected = "user"
-    for j, m in enumerate(messages):
-        where = f"messages[{j}]"
-        if not isinstance(m, dict):
-            raise SampleError(index, where, f"must be a dict with 'role' and 'content', got {type_name(m)}")
-        role = m.get("role")
-        if role not in ROLES:
-            raise SampleError(index, f"{where}.role", f"unknown role {role!r}; expected one of {ROLES}")
-        if role == "system" and j != 0:
-            raise SampleError(index, f"{where}.role", "a system turn may only come first; move it there or drop it")
-        if role != "system" and role != expected:
-            problem = (f"two {role!r} turns in a row" if j and messages[j - 1]["role"] == role
-                       else f"expected a {expected!r} turn here")
-            raise SampleError(index, f"{where}.role", f"{problem}; user and assistant turns must alternate")
-        try:
-            _text(m, "content", index, required=role != "system")
-        except SampleError as e:
-            raise SampleError(index, f"{where}.content", e.problem) from None
-        if role != "system":
-            expected = "assistant" if role == "user" else "user"
-    if messages[-1]["role"] != "assistant":
-        raise SampleError(index, f"messages[{len(messages) - 1}].role",
-                          "the chat ends on a user turn; there is no response to train on - drop that last turn")
 
 
 # ---------------------------------------------------------------- chat spans

@@ -16,30 +16,34 @@ import torch
 from torch import Tensor
 
 
-def _check_temperature(temperature: float) -> None:
+def check_temperature(temperature: float) -> None:
+    """Raise one clear ``ValueError`` for a temperature that is not > 0 (used by every sampler here)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}. For deterministic output use greedy "
                          "decoding instead (do_sample=False), which always picks the most likely token.")
 
 
-def _check_top_k(top_k: int) -> None:
+def check_top_k(top_k: int) -> None:
+    """Raise one clear ``ValueError`` for a negative ``top_k`` (0 means off)."""
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 turns top-k filtering off), got {top_k}.")
 
 
-def _check_top_p(top_p: float) -> None:
+def check_top_p(top_p: float) -> None:
+    """Raise one clear ``ValueError`` for a ``top_p`` outside (0, 1]."""
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] (1.0 turns top-p filtering off), got {top_p}.")
 
 
-def _check_penalty(penalty: float) -> None:
+def check_penalty(penalty: float) -> None:
+    """Raise one clear ``ValueError`` for a repetition penalty that is not > 0."""
     if not penalty > 0:
         raise ValueError(f"repetition_penalty must be > 0 (1.0 turns it off, > 1 discourages repeats), got {penalty}.")
 
 
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
     """Divide the logits by ``temperature``: below 1 sharpens the distribution, above 1 flattens it."""
-    _check_temperature(temperature)
+    check_temperature(temperature)
     return logits / temperature
 
 
@@ -48,7 +52,7 @@ def apply_top_k(logits: Tensor, top_k: int) -> Tensor:
 
     ``top_k=0`` keeps everything. A k larger than the vocabulary keeps everything too.
     """
-    _check_top_k(top_k)
+    check_top_k(top_k)
     if top_k == 0 or top_k >= logits.shape[-1]:
         return logits
     kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -60,7 +64,7 @@ def apply_top_p(logits: Tensor, top_p: float) -> Tensor:
 
     The most likely token always survives, so a tiny ``top_p`` degenerates to greedy rather than to nothing.
     """
-    _check_top_p(top_p)
+    check_top_p(top_p)
     if top_p == 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
@@ -92,7 +96,7 @@ def apply_repetition_penalty(
     that keeps repeating harder each time. ``generate`` uses the article's form when given
     ``repetition_penalty_range`` and Hugging Face's otherwise.
     """
-    _check_penalty(penalty)
+    check_penalty(penalty)
     if window is not None and window < 0:
         raise ValueError(f"repetition_penalty_range must be >= 0 tokens, got {window}.")
     single = logits.dim() == 1

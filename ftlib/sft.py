@@ -31,10 +31,10 @@ import yaml
 
 from ftlib import data as ftdata
 from ftlib.config import ConfigError, TrainConfig, option, validate
-from ftlib.data import DataError
 from ftlib.mixture import MixtureConfig
-from ftlib.profiles import PROFILES, get_profile, profile_name
+from ftlib.profiles import PROFILES, activate, profile_name
 from ftlib.samples import pad_token_id, tokenise_dataset
+from ftlib.schema import DataError
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def run(cfg: SFTConfig) -> Path:
 
     rank, world, device = init_distributed()
     record = dataclasses.asdict(cfg)  # resolved: the profile's name, not "default"
-    record["profile"] = _config_step("profile", get_profile, cfg.profile).name
+    record["profile"] = _config_step("profile", activate, cfg.profile).name  # the run's profile, from here on
     if cfg.resume and latest_checkpoint(cfg.train.output_dir):  # a run that cannot continue stops before the data
         check_resume(cfg.train.output_dir, {"objective": TokenLoss.name, **record}, force=cfg.resume_force)
     torch.manual_seed(cfg.train.seed)
@@ -263,7 +263,8 @@ def parse_config(argv: list[str] | None = None) -> SFTConfig:
     parser.add_argument("--config", help="YAML file with SFTConfig / TrainConfig keys (flags override it)")
     config_path = _config_path(argv)
     values = _read_yaml(Path(config_path)) if config_path else {}
-    values = _with_profile(values, _profile_name(argv, values), config_path)
+    profile = _profile_name(argv, values)
+    values = {**_with_profile(values, profile, config_path), "profile": profile}  # resolved: printed and recorded
     nested = values.pop("train", {}) or {}
     if not isinstance(nested, dict):
         raise SystemExit(f"config {config_path}: 'train' must hold key: value pairs")

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from ftlib.models import load_model, load_tokenizer  # noqa: E402
-from ftlib.testing import tiny_llama_for  # noqa: E402
+from ftlib.tiny import tiny_llama_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 from ftlib.data import DataError, load_file
 from ftlib.samples import tokenise_dataset
 from ftlib.sft import main
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
 
 GOOD = {"instruction": "Name a colour.", "input": "", "output": "Blue."}
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]

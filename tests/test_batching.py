@@ -12,9 +12,9 @@ from ftlib.batching import (
     make_dataloader,
     pack_groups,
 )
+from ftlib.course.stats import batch_widths, compare_strategies, real_token_fraction
 from ftlib.samples import IGNORE_INDEX, tokenise_dataset
-from ftlib.stats import batch_widths, compare_strategies, real_token_fraction
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
 
 datasets.disable_progress_bars()
 PAD = 2  # SmolLM2: pad == eos == 2
@@ -184,7 +184,7 @@ def test_compare_strategies_orders_waste():
 
 
 def test_length_statistics():
-    from ftlib.stats import length_stats, overlong_counts, trained_fraction
+    from ftlib.course.stats import length_stats, overlong_counts, trained_fraction
 
     s = length_stats([10, 20, 30, 40, 1000])
     assert (s["count"], s["mean"], s["median"], s["max"]) == (5, 220.0, 30.0, 1000)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from ftlib.chat import ChatSession, main
-from ftlib.chat_widget import ChatWidget
+from ftlib.course.chat_widget import ChatWidget
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TURNS = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello! How can I help?"},

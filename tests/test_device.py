@@ -4,7 +4,7 @@ import torch
 
 from ftlib import device
 from ftlib.batching import PackingCollator
-from ftlib.testing import tiny_llama
+from ftlib.tiny import tiny_llama
 from ftlib.train import TrainConfig, train
 
 PIN_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", device.GENERATION_ENV)

@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from ftlib.batching import PackingCollator, PaddingCollator, block_causal_mask  # noqa: E402
-from ftlib.diagrams import (  # noqa: E402
+from ftlib.course.diagrams import (  # noqa: E402
     CACHED,
     COMPUTED,
     EOS,

@@ -16,8 +16,10 @@ from transformers import AutoModelForCausalLM
 from ftlib.checkpoint import is_sharded, latest_checkpoint, load_weights, save_finetuned
 from ftlib.distributed import RankSlice, cleanup, init_distributed, wrap_model
 from ftlib.models import load_tokenizer
-from ftlib.testing import tiny_llama
+from ftlib.tiny import tiny_llama
 from ftlib.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow  # the unit-slow job of `make test` (subprocesses, real models, minutes)
 
 VOCAB = 64
 

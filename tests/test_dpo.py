@@ -11,8 +11,9 @@ from ftlib import dpo
 from ftlib.checkpoint import latest_checkpoint, load_weights
 from ftlib.config import ConfigError
 from ftlib.lora import add_lora
+from ftlib.loss import sequence_logps
 from ftlib.samples import SampleError
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
 from ftlib.train import TrainingDiverged
 
 
@@ -94,7 +95,7 @@ def test_sequence_logps_scores_only_reply_tokens(tokenizer, tiny_model):
     pair = dpo.tokenise_pair(_rows(1)[0], tokenizer)
     batch = dpo.PreferenceCollator(tokenizer.pad_token_id)([pair])
     with torch.no_grad():
-        logps = dpo.sequence_logps(tiny_model, batch)
+        logps = sequence_logps(tiny_model, *dpo.reply_labels(batch))
         ids = pair["prompt_ids"] + pair["chosen_ids"]
         logits = tiny_model(torch.tensor([ids])).logits[0].log_softmax(-1)
     start = len(pair["prompt_ids"])

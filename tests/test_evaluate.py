@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ftlib import evaluate as ev
-from ftlib.article import drop_pad_labels
 from ftlib.batching import make_dataloader
+from ftlib.course.article import drop_pad_labels
 from ftlib.generation import Generation
 from ftlib.samples import IGNORE_INDEX, tokenise_instruction
 

@@ -2,9 +2,11 @@
 import pytest
 import torch
 
-from ftlib.article import article_generate
+from ftlib.course.article import article_generate
 from ftlib.generation import encode_prompts, generate, stream_generate
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
+
+pytestmark = pytest.mark.slow  # the unit-slow job of `make test` (subprocesses, real models, minutes)
 
 STORY = "Once upon a time, there was"
 
@@ -19,7 +21,6 @@ def hf_new_tokens(model, input_ids, attention_mask, eos, **kwargs):
     return rows
 
 
-@pytest.mark.slow
 def test_greedy_equals_hf_generate_on_the_instruct_model(instruct):
     model, tok = instruct
     chat = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
@@ -37,7 +38,6 @@ def test_greedy_equals_hf_generate_on_the_instruct_model(instruct):
                                                do_sample=False)
 
 
-@pytest.mark.slow
 def test_greedy_with_hf_repetition_penalty_equals_hf(instruct):
     model, tok = instruct
     ids = tok(STORY, return_tensors="pt").input_ids
@@ -47,7 +47,6 @@ def test_greedy_with_hf_repetition_penalty_equals_hf(instruct):
     assert [got.token_ids] == expected
 
 
-@pytest.mark.slow
 def test_sampling_draws_what_hf_draws_from_the_same_rng_state(instruct):
     model, tok = instruct
     ids = tok(STORY, return_tensors="pt").input_ids

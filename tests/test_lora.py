@@ -5,7 +5,7 @@ import warnings
 import torch
 
 from ftlib.lora import add_lora, load_adapter
-from ftlib.testing import tiny_llama
+from ftlib.tiny import tiny_llama
 
 
 def test_fresh_adapters_leave_logits_unchanged_and_reload_exactly(tmp_path):

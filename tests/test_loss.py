@@ -6,9 +6,11 @@ import torch.nn.functional as F
 
 from ftlib import loss
 from ftlib.batching import PackingCollator, PaddingCollator
-from ftlib.dpo import PreferenceCollator, sequence_logps
+from ftlib.dpo import PreferenceCollator, reply_labels
 from ftlib.lora import add_lora
-from ftlib.testing import tiny_gemma3, tiny_llama
+from ftlib.loss import sequence_logps
+from ftlib.testing import tiny_gemma3
+from ftlib.tiny import tiny_llama
 from ftlib.train import token_loss_sum
 
 VOCAB, CAP = 256, 0.3  # the cap is small enough to bend a tiny random model's logits (checked below)
@@ -53,7 +55,7 @@ def old_token_loss_sum(model, batch):
 
 
 def old_sequence_logps(model, batch):
-    """ftlib.dpo.sequence_logps before ftlib.loss."""
+    """DPO's sequence log-probabilities before ftlib.loss: full logits at every position."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     targets = batch["input_ids"][:, 1:].masked_fill(batch["completion_mask"][:, 1:] == 0, -100)
     logits = logits[:, :-1].float()
@@ -194,10 +196,11 @@ def test_dpo_sequence_logps_equal_the_full_logits_computation(kind, lora):
     b = PreferenceCollator(pad_token_id=0)(pairs)
     weights = torch.linspace(-1, 1, 6)  # a loss that weighs each row differently, like DPO's
     old = loss_and_grads(model, lambda: (old_sequence_logps(model, b) * weights).sum())
-    new = loss_and_grads(model, lambda: (sequence_logps(model, b) * weights).sum())
+    new = loss_and_grads(model, lambda: (sequence_logps(model, *reply_labels(b)) * weights).sum())
     assert_same(new, old)
     with torch.no_grad():
-        torch.testing.assert_close(sequence_logps(model, b), old_sequence_logps(model, b), atol=1e-5, rtol=0)
+        torch.testing.assert_close(sequence_logps(model, *reply_labels(b)), old_sequence_logps(model, b),
+                                   atol=1e-5, rtol=0)
 
 
 def test_a_forward_patched_on_the_instance_keeps_the_full_path(monkeypatch):

@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+from ftlib import profiles
 from ftlib.models import resolve_model
 from ftlib.profiles import get_profile
 
@@ -21,9 +22,17 @@ def _greedy(model, tok, prompt, n=20):
     return tok.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
 
 
-def test_offline_profile_turns_the_hub_off_and_refuses_hub_ids(monkeypatch):
+def test_offline_profile_turns_the_hub_off_when_activated_and_refuses_hub_ids(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # conftest sets it: take it away to see the profile set it
-    get_profile("offline")
+    monkeypatch.setattr(profiles, "_SET_OFFLINE", False)
+    assert get_profile("offline").offline and "HF_HUB_OFFLINE" not in os.environ  # a lookup changes nothing
+    assert profiles.activate("offline").name == "offline"
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    profiles.activate("hub-cpu")  # a hub profile takes back what activate set ...
+    assert "HF_HUB_OFFLINE" not in os.environ
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    profiles.activate("offline")
+    profiles.activate("hub-cpu")  # ... never what the user set
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     with pytest.raises(ValueError, match="profile 'offline' never uses the hub"):
         resolve_model("some-org/some-model", "offline")

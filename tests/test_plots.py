@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ftlib import plots  # noqa: E402
+from ftlib.course import plots  # noqa: E402
 from ftlib.evaluate import GenerationReport  # noqa: E402
 from ftlib.generation import Generation  # noqa: E402
 

@@ -6,8 +6,8 @@ import datasets
 import pytest
 import torch
 
-from ftlib.article import FineTuningDataset
 from ftlib.batching import PaddingCollator
+from ftlib.course.article import FineTuningDataset
 from ftlib.samples import IGNORE_INDEX, SampleError, tokenise_chat, tokenise_dataset, tokenise_instruction
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE, format_alpaca
 
@@ -250,7 +250,7 @@ def test_chat_truncation_masks_a_partly_cut_turn(tokenizer):
 
 
 def test_tokens_html_colours_by_label(tokenizer):
-    from ftlib.show import MASKED, TRAINED, tokens_html
+    from ftlib.course.show import MASKED, TRAINED, tokens_html
 
     sample = tokenise_instruction(RECORD, tokenizer)
     page = tokens_html(tokenizer, sample["input_ids"], sample["labels"])

@@ -11,7 +11,9 @@ import yaml
 from ftlib.mixture import MixtureConfig
 from ftlib.sft import ConfigError, SFTConfig, load_config, parse_config, prepare_samples
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
+
+pytestmark = pytest.mark.slow  # the unit-slow job of `make test` (subprocesses, real models, minutes)
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 

@@ -12,7 +12,7 @@ from ftlib import checkpoint
 from ftlib.checkpoint import latest_checkpoint, save_finetuned
 from ftlib.config import ConfigError
 from ftlib.lora import add_lora, count_parameters, merge_lora, training_state_bytes
-from ftlib.testing import tiny_llama
+from ftlib.tiny import tiny_llama
 from ftlib.train import TrainConfig, TrainingDiverged, lr_lambda, train
 
 VOCAB = 64
@@ -254,7 +254,7 @@ def test_training_state_bytes_equals_what_adamw_really_holds(lora):
 
 
 def test_adapter_on_disk_is_a_small_fraction_of_the_merged_model(tmp_path, tokenizer):
-    from ftlib.testing import tiny_llama_for
+    from ftlib.tiny import tiny_llama_for
 
     peft_model = add_lora(tiny_llama_for(tokenizer, hidden_size=64), r=2, alpha=4)
     peft_model.save_pretrained(tmp_path / "adapter")
@@ -268,7 +268,7 @@ def test_saved_model_reloads_and_generates(tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftlib.templates import ARTICLE_CHAT_TEMPLATE
-    from ftlib.testing import tiny_llama_for
+    from ftlib.tiny import tiny_llama_for
 
     m = tiny_llama_for(tokenizer)
     own_template = tokenizer.chat_template

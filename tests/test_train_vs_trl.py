@@ -10,7 +10,7 @@ import torch
 
 from ftlib.batching import make_dataloader
 from ftlib.samples import tokenise_dataset
-from ftlib.testing import tiny_llama_for
+from ftlib.tiny import tiny_llama_for
 from ftlib.train import TrainConfig, train
 
 STEPS, BATCH = 4, 2

@@ -1,7 +1,7 @@
 """What several exercise check modules share, in one copy each: comparisons that name a known mistake, and the
 fixed inputs the checks run on (the offline SmolLM2 tokenizer; a tiny random Llama with a 2-row batch).
 
-The "not answered yet" handling lives with the framework, in ``ftlib.exercises``.
+The "not answered yet" handling lives with the framework, in ``ftlib.course.exercises.core``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 END = 2  # the tiny models' end token (pad == eos, as in the article)
 
 
-def _number(x) -> float | None:
+def number(x) -> float | None:
     """A plain float from a number or a one-element tensor; None for anything else."""
     if isinstance(x, torch.Tensor):
         return float(x.detach()) if x.numel() == 1 else None
@@ -21,16 +21,18 @@ def _number(x) -> float | None:
     return None
 
 
-def _close(a: float, b: float, tol: float = 1e-4) -> bool:
+def close(a: float, b: float, tol: float = 1e-4) -> bool:
+    """``a`` equals ``b`` up to a relative tolerance (absolute below 1): the same verdict on any machine."""
     return abs(a - b) <= tol * max(1.0, abs(b))
 
 
-def _match(value: float, mistakes: dict[str, float]) -> str | None:
+def known_mistake(value: float, mistakes: dict[str, float]) -> str | None:
     """The sentence of the first known mistake that gives ``value``."""
-    return next((sentence for sentence, wrong in mistakes.items() if _close(value, wrong)), None)
+    return next((sentence for sentence, wrong in mistakes.items() if close(value, wrong)), None)
 
 
-def _first_diff(got: str, want: str) -> str:
+def first_diff(got: str, want: str) -> str:
+    """Where two rendered prompts first differ, as a sentence (from the start of a special token it falls in)."""
     i = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
     j = want.rfind("<|", 0, i + 1)
     i = j if j >= 0 and "|>" not in want[j:i] else i  # start of the special token the difference falls in
@@ -38,7 +40,7 @@ def _first_diff(got: str, want: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _smollm2():
+def smollm2():
     """The offline instruct tokenizer (SmolLM2, ChatML): the same on every machine, whatever the profile."""
     from ftlib.models import load_tokenizer
 
@@ -46,9 +48,9 @@ def _smollm2():
 
 
 @functools.lru_cache(maxsize=1)
-def _tiny() -> tuple:
+def tiny_batch() -> tuple:
     """A tiny random Llama, a 2-row batch (prompt masked, row 1 padded, each reply closed by the end token), logits."""
-    from ftlib.testing import tiny_llama
+    from ftlib.tiny import tiny_llama
 
     with torch.random.fork_rng():  # tiny_llama seeds torch: leave the learner's random state alone
         model = tiny_llama(vocab_size=64)

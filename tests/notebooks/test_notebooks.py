@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(_DIR.glob("*.ipynb")) + sorted(_DIR.glob("solutions/*.ipynb"))  # nbval runs both in CI
 TAG = "nbval-check-output"
 

@@ -1,6 +1,6 @@
-"""Checks for the exercises of notebooks 05-06 (SFT, chat); see ``ftlib.exercises``.
+"""Checks for the exercises of notebooks 05-06 (SFT, chat); see ``ftlib.course.exercises``.
 
-Each check runs the learner's answer on small fixed tensors or a tiny random model (``ftlib.testing``) and compares
+Each check runs the learner's answer on small fixed tensors or a tiny random model (``ftlib.tiny``) and compares
 it with a peer: Hugging Face's own loss, the chat template, ftlib's tested evaluation code. A known mistake gets
 its own sentence (what is wrong, and why it matters); anything else gets the numbers.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ftlib.exercises import NOT_YET, register
-from ftlib.exercises_shared import _close, _match, _number, _tiny
+from ftlib.course.exercises.core import NOT_YET, call, register
+from ftlib.course.exercises.shared import close, known_mistake, number, tiny_batch
 
 
 # ---------------------------------------------------------------- 05 · SFT
@@ -19,20 +19,18 @@ from ftlib.exercises_shared import _close, _match, _number, _tiny
                "and F.cross_entropy skips label -100 and averages over the trained tokens for you",
           success="your loss equals Hugging Face's model(input_ids, labels=labels).loss on the same batch.")
 def _shifted_loss(fn) -> str | None:
-    model, ids, labels, logits = _tiny()
-    got = fn(logits.clone(), labels.clone())
-    if got is None:
-        return NOT_YET
-    value = _number(got)
+    model, ids, labels, logits = tiny_batch()
+    got = call(fn, logits.clone(), labels.clone(), unanswered=NOT_YET)
+    value = number(got)
     if value is None:
         return f"return one number (the mean loss), not {type(got).__name__} {tuple(getattr(got, 'shape', ()))}"
     with torch.no_grad():
         expected = float(model(input_ids=ids, labels=labels).loss)  # the peer: HF shifts and masks the same way
-    if _close(value, expected):
+    if close(value, expected):
         return None
     per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="none")
     unshifted = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
-    return _match(value, {
+    return known_mistake(value, {
         "you scored each position against its own token: position t must predict label t + 1, so drop the last "
         "logit and the first label": float(unshifted),
         "you averaged over every position, the -100 ones included: divide by the number of trained tokens only":
@@ -47,19 +45,17 @@ def _shifted_loss(fn) -> str | None:
           success="the micro-batch losses add up to the mean over all the step's trained tokens, as one big batch.")
 def _accumulation(fn) -> str | None:
     sums, counts = [30.0, 2.0, 12.0], [10, 1, 4]  # per-token losses 3.0, 2.0 and 3.0; 15 trained tokens
-    got = fn(list(sums), list(counts))
-    if got is None:
-        return NOT_YET
-    values = [_number(v) for v in got] if isinstance(got, (list, tuple)) else []
+    got = call(fn, list(sums), list(counts), unanswered=NOT_YET)
+    values = [number(v) for v in got] if isinstance(got, (list, tuple)) else []
     if len(values) != len(sums) or None in values:
         return f"return one loss per micro-batch ({len(sums)} numbers), not {got!r}"
     expected = [s / sum(counts) for s in sums]
-    if all(_close(v, e) for v, e in zip(values, expected)):
+    if all(close(v, e) for v, e in zip(values, expected)):
         return None
-    if all(_close(v, s / n / len(sums)) for v, s, n in zip(values, sums, counts)):
+    if all(close(v, s / n / len(sums)) for v, s, n in zip(values, sums, counts)):
         return ("you weighted every micro-batch equally (the mean of their means), so a token of its 1-token "
                 "micro-batch counts 10 times as much as a token of the 10-token one")
-    if all(_close(v, s / n) for v, s, n in zip(values, sums, counts)):
+    if all(close(v, s / n) for v, s, n in zip(values, sums, counts)):
         return "each micro-batch's full mean is back-propagated, so the step's gradient is 3 times too large"
     return f"your losses add up to {sum(values):.4f}; one big batch of all 15 tokens has mean loss {sum(expected):.4f}"
 
@@ -85,9 +81,7 @@ def _chat_prompt(fn) -> str | None:
             {"role": "user", "content": "What is the capital of Japan?"}, {"role": "assistant", "content": "Tokyo."},
             {"role": "user", "content": "And of France?"}]
     for messages in (chat[:1], chat):
-        got = fn([dict(m) for m in messages], bos, eos)
-        if got is None:
-            return NOT_YET
+        got = call(fn, [dict(m) for m in messages], bos, eos, unanswered=NOT_YET)
         expected = _article_prompt(messages, bos, eos)
         if got == expected:
             continue
@@ -119,9 +113,7 @@ def _reply_end(fn) -> str | None:
 
     cases = [([5, 9, 2, 2, 2], {2}), ([5, 9, 7], {2}), ([2, 2], {2}), ([4, 3, 2, 8, 2], {2, 3}), ([6, 2, 8, 2], {2})]
     for ids, stops in cases:
-        got = fn(list(ids), set(stops))
-        if got is None:
-            return NOT_YET
+        got = call(fn, list(ids), set(stops), unanswered=NOT_YET)
         n, stopped = reply_length(ids, stops)  # the peer
         expected = (ids[:n], "eos" if stopped else "length")
         if not (isinstance(got, tuple) and len(got) == 2):

@@ -1,6 +1,6 @@
-"""Checks for the exercises of notebooks 07-09 (LoRA, DPO, evaluation); see ``ftlib.exercises``.
+"""Checks for the exercises of notebooks 07-09 (LoRA, DPO, evaluation); see ``ftlib.course.exercises``.
 
-Each check runs the learner's answer on small fixed tensors or a tiny random model (``ftlib.testing``) and compares
+Each check runs the learner's answer on small fixed tensors or a tiny random model (``ftlib.tiny``) and compares
 it with a peer: peft's LoRA layer, ftlib's tested DPO and evaluation code. A known mistake gets its own sentence
 (what is wrong, and why it matters); anything else gets the numbers.
 """
@@ -11,8 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ftlib.exercises import NOT_YET, register
-from ftlib.exercises_shared import END, _close, _match, _number, _tiny
+from ftlib.course.exercises.core import NOT_YET, call, register
+from ftlib.course.exercises.shared import END, close, known_mistake, number, tiny_batch
 
 # ---------------------------------------------------------------- 07 · LoRA
 R07, TARGETS07 = 8, ("q_proj", "v_proj")
@@ -24,9 +24,9 @@ R07, TARGETS07 = 8, ("q_proj", "v_proj")
           success="that is exactly what peft trains for rank 8 on q_proj and v_proj.")
 def _lora_count(answer) -> str | None:
     from ftlib.lora import add_lora, count_parameters
-    from ftlib.testing import tiny_llama
+    from ftlib.tiny import tiny_llama
 
-    value = _number(answer)
+    value = number(answer)
     if value is None:
         return f"answer with one whole number, not {answer!r}"
     with torch.random.fork_rng():  # building and wrapping draw random weights: leave the learner's state alone
@@ -35,7 +35,7 @@ def _lora_count(answer) -> str | None:
         expected = count_parameters(add_lora(model, r=R07, alpha=2 * R07, target_modules=TARGETS07))["trainable"]
     if value == expected:
         return None
-    return _match(value, {
+    return known_mistake(value, {
         "you counted one decoder layer; every layer gets its own adapters": expected / len(model.model.layers),
         "you counted only A (r x d_in); B (d_out x r) is trained too": sum(R07 * s[1] for s in shapes),
         "you counted the full weight matrices W; LoRA leaves them frozen and trains r * (d_in + d_out) per layer":
@@ -68,9 +68,7 @@ def _lora_forward(fn) -> str | None:
         x = torch.randn(3, 8, generator=g)
         expected = wrapped(x)
         W = layer.base_layer.weight
-        got = fn(x.clone(), W.clone(), A.clone(), B.clone(), alpha, r)
-    if got is None:
-        return NOT_YET
+        got = call(fn, x.clone(), W.clone(), A.clone(), B.clone(), alpha, r, unanswered=NOT_YET)
     if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
         return f"return a tensor of shape {tuple(expected.shape)} (one output row per input row), not {got!r}"
     if torch.allclose(got, expected, atol=1e-5):
@@ -95,17 +93,15 @@ def _dpo(fn) -> str | None:
     pc, pr = torch.tensor([-12.0, -30.5, -7.25, -20.0]), torch.tensor([-14.0, -28.0, -9.0, -20.5])
     rc, rr = torch.tensor([-13.0, -29.0, -8.0, -19.0]), torch.tensor([-13.5, -29.0, -8.5, -21.0])
     beta = 0.5
-    got = fn(pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
-    if got is None:
-        return NOT_YET
-    value = _number(got)
+    got = call(fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta, unanswered=NOT_YET)
+    value = number(got)
     if value is None:
         return "return one number, the loss averaged over the pairs, not one per pair"
     expected = float(dpo_loss(pc, pr, rc, rr, beta).loss)  # the peer
-    if _close(value, expected):
+    if close(value, expected):
         return None
     margin = beta * ((pc - rc) - (pr - rr))
-    mistake = _match(value, {
+    mistake = known_mistake(value, {
         "your loss falls as the rejected reply gains on the chosen one: the margin is chosen reward minus rejected "
         "reward": float(-F.logsigmoid(-margin).mean()),
         "you left out the reference: the reward is beta * (policy log-prob - reference log-prob)":
@@ -116,8 +112,8 @@ def _dpo(fn) -> str | None:
     })
     if mistake:
         return mistake
-    start = _number(fn(pc, pr, pc.clone(), pr.clone(), beta))
-    if start is None or not _close(start, math.log(2)):
+    start = number(fn(pc, pr, pc.clone(), pr.clone(), beta))
+    if start is None or not close(start, math.log(2)):
         return "when the policy equals the reference every reward is 0, so the loss must be log 2 = 0.693; yours is not"
     return f"your loss is {value:.4f}; ftlib.dpo.dpo_loss gives {expected:.4f}"
 
@@ -129,10 +125,8 @@ def _dpo(fn) -> str | None:
 def _seq_logps(fn) -> str | None:
     from ftlib.loss import sequence_logps
 
-    model, ids, labels, logits = _tiny()
-    got = fn(logits.clone(), labels.clone())
-    if got is None:
-        return NOT_YET
+    model, ids, labels, logits = tiny_batch()
+    got = call(fn, logits.clone(), labels.clone(), unanswered=NOT_YET)
     if not isinstance(got, torch.Tensor) or got.shape != (2,):
         return f"return one log-probability per row (a tensor of shape (2,)), not {getattr(got, 'shape', got)!r}"
     with torch.no_grad():
@@ -158,9 +152,7 @@ def _seq_logps(fn) -> str | None:
 def _pad_mask(fn) -> str | None:
     ids = torch.tensor([[1, 5, 6, 7, END, END, END], [1, 8, END, 9, 4, 3, END]])  # pad == eos == 2
     mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
-    got = fn(ids.clone(), mask.clone(), END)
-    if got is None:
-        return NOT_YET
+    got = call(fn, ids.clone(), mask.clone(), END, unanswered=NOT_YET)
     if not isinstance(got, torch.Tensor) or got.shape != ids.shape:
         return f"return labels shaped like input_ids {tuple(ids.shape)}, not {getattr(got, 'shape', got)!r}"
     expected = ids.masked_fill(mask == 0, -100)
@@ -182,24 +174,22 @@ def _split_loss(fn) -> str | None:
     from ftlib.evaluate import response_loss
     from ftlib.loss import token_losses
 
-    model, ids, labels, _ = _tiny()
+    model, ids, labels, _ = tiny_batch()
     with torch.no_grad():
         losses, trained = token_losses(model, {"input_ids": ids}, labels)
     targets = labels[:, 1:][trained]
-    got = fn(losses.clone(), targets.clone(), {END})
-    if got is None:
-        return NOT_YET
-    pair = [_number(v) for v in got] if isinstance(got, (tuple, list)) else []
+    got = call(fn, losses.clone(), targets.clone(), {END}, unanswered=NOT_YET)
+    pair = [number(v) for v in got] if isinstance(got, (tuple, list)) else []
     if len(pair) != 2 or None in pair:
         return f"return a pair of numbers (content loss, end loss), not {got!r}"
     peer = response_loss(model, [{"input_ids": ids, "labels": labels}], end_token_ids={END})
     content, end = peer["content_loss"], peer["end_loss"]
-    if _close(pair[0], content) and _close(pair[1], end):
+    if close(pair[0], content) and close(pair[1], end):
         return None
-    if _close(pair[0], end) and _close(pair[1], content):
+    if close(pair[0], end) and close(pair[1], content):
         return "you returned them the wrong way round: (content loss, end loss)"
-    if any(_close(v, peer["loss"]) for v in pair):
+    if any(close(v, peer["loss"]) for v in pair):
         return "one of your numbers is the overall mean, which hides the end token (one per reply) in the content"
-    if _close(pair[1], end * 2):
+    if close(pair[1], end * 2):
         return "your end loss is the sum over the 2 end tokens; it is their mean"
     return f"yours are ({pair[0]:.4f}, {pair[1]:.4f}); response_loss gives ({content:.4f}, {end:.4f})"

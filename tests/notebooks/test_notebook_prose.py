@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 MARKER = "<!-- not measured -->"
 CITES = re.compile(r"docs/|\w\.md\b|benchmark|paper|et al|arxiv|the article|notebook \d\d (?:measures|shows)",

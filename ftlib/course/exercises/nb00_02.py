@@ -1,4 +1,4 @@
-"""Checks for the exercises of notebooks 00-02 (see ``ftlib.exercises``): set-up, sampling, the chat prompt.
+"""Checks for the exercises of notebooks 00-02 (see ``ftlib.course.exercises``): set-up, sampling, the chat prompt.
 
 Each check is cheap and deterministic: small hand-made tensors, or the offline SmolLM2 tokenizer (loaded once, in
 a fraction of a second). None loads a model, so a verdict is the same on every machine. Worked solutions are in
@@ -12,20 +12,20 @@ from typing import Any
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper
 
-from ftlib.exercises import _call, _exercise
-from ftlib.exercises_shared import _first_diff, _smollm2
+from ftlib.course.exercises.core import call, register
+from ftlib.course.exercises.shared import first_diff, smollm2
 from ftlib.sampling import apply_temperature, apply_top_k, apply_top_p
 
 NEG_INF = float("-inf")
 
 
 # ---------------------------------------------------------------- 00 · set-up
-@_exercise("00.1", "keep only the generated tokens", success="generate returns prompt + answer; you kept the answer.",
+@register("00.1", "keep only the generated tokens", success="generate returns prompt + answer; you kept the answer.",
           hint="`generate` returns the prompt's ids followed by the new ones: slice from the prompt's length on.")
 def _check_answer_ids(fn: Callable) -> str | None:
     prompt = torch.tensor([[5, 6, 7, 8]])
     out = torch.tensor([[5, 6, 7, 8, 40, 41, 2]])
-    got = _call(fn, out, prompt)
+    got = call(fn, out, prompt)
     got = torch.as_tensor(got).reshape(-1)
     if got.tolist() == [40, 41, 2]:
         return None
@@ -36,13 +36,13 @@ def _check_answer_ids(fn: Callable) -> str | None:
     return f"for a 4-token prompt and output {out[0].tolist()} you returned {got.tolist()}, expected [40, 41, 2]."
 
 
-@_exercise("00.2", "why did generation stop?", success="a reply ending in EOS stopped by itself, even at the limit.",
+@register("00.2", "why did generation stop?", success="a reply ending in EOS stopped by itself, even at the limit.",
           hint="Look at the last token only: EOS means the model chose to stop, anything else means the limit.")
 def _check_finish_reason(fn: Callable) -> str | None:
     cases = [([30, 31, 2], 2, 20, "eos"), ([30, 31, 32], 2, 3, "length"), ([30, 31, 2], 2, 3, "eos"),
              ([30, 2, 31, 32], 2, 4, "length"), ([30, 31, 1], 1, 20, "eos")]
     for ids, eos, limit, want in cases:
-        got = _call(fn, ids, eos, limit)
+        got = call(fn, ids, eos, limit)
         if got != want:
             return (f"finish_reason({ids}, eos_id={eos}, max_new_tokens={limit}) returned {got!r}, expected "
                     f"{want!r}: " + ("an EOS as the last token means the model stopped by itself, even at the limit."
@@ -58,13 +58,13 @@ def _logits() -> torch.Tensor:
     return logits
 
 
-@_exercise("01.1", "temperature by hand",
+@register("01.1", "temperature by hand",
           success="your temperature matches ftlib's apply_temperature and Hugging Face's TemperatureLogitsWarper.",
           hint="Divide the logits by the temperature: below 1 the gaps between logits grow, above 1 they shrink.")
 def _check_temperature(fn: Callable) -> str | None:
     for t in (0.5, 1.0, 1.5):
         logits = _logits()
-        got = torch.as_tensor(_call(fn, logits, t), dtype=torch.float32)
+        got = torch.as_tensor(call(fn, logits, t), dtype=torch.float32)
         want = apply_temperature(logits, t)
         assert torch.allclose(want, TemperatureLogitsWarper(t)(None, logits.clone()))  # reference == peer
         if torch.allclose(got, want):
@@ -76,14 +76,14 @@ def _check_temperature(fn: Callable) -> str | None:
     return None
 
 
-@_exercise("01.2", "top-k by hand",
+@register("01.2", "top-k by hand",
           success="your top-k matches ftlib's apply_top_k and Hugging Face's TopKLogitsWarper.",
           hint="torch.topk(logits, k).values[..., -1:] is the k-th largest logit per row; mask what is below it. "
                "k=0: return the logits as they are.")
 def _check_top_k(fn: Callable) -> str | None:
     for k in (1, 3, 10):
         logits = _logits()
-        got = torch.as_tensor(_call(fn, logits, k), dtype=torch.float32)
+        got = torch.as_tensor(call(fn, logits, k), dtype=torch.float32)
         if not torch.equal(logits, _logits()):
             return "your function changed the logits in place: return a new tensor (e.g. with masked_fill)."
         want = apply_top_k(logits, k)
@@ -101,10 +101,10 @@ def _check_top_k(fn: Callable) -> str | None:
             return (f"with k={k}, row {row} keeps {int(kept[row])} tokens where top-k keeps {int(want_kept[row])} "
                     "(tokens tied with the k-th logit are kept too, the others unchanged).")
     row = _logits()[0]
-    if not torch.equal(torch.as_tensor(_call(fn, row, 3)), apply_top_k(row, 3)):
+    if not torch.equal(torch.as_tensor(call(fn, row, 3)), apply_top_k(row, 3)):
         return "a single row of logits ([V], as in the notebook) must work too: use dim=-1 and [..., -1:]."
     try:
-        off = torch.equal(torch.as_tensor(_call(fn, _logits(), 0)), _logits())
+        off = torch.equal(torch.as_tensor(call(fn, _logits(), 0)), _logits())
     except (RuntimeError, IndexError):  # torch.topk(logits, 0) leaves no k-th value to compare with
         off = False
     if not off:
@@ -115,7 +115,7 @@ def _check_top_k(fn: Callable) -> str | None:
 TOP_P_LOGITS = [2.0, 1.0, 0.5, 0.0, -1.0, -2.0]
 
 
-@_exercise("01.3", "predict: top-p after temperature",
+@register("01.3", "predict: top-p after temperature",
           success="the hotter the distribution, the more tokens top-p needs to cover p.",
           hint="Apply the temperature, softmax, sort descending, and count tokens until the running sum reaches 0.9.")
 def _check_top_p_prediction(answer: dict) -> str | None:
@@ -133,16 +133,16 @@ def _check_top_p_prediction(answer: dict) -> str | None:
 
 
 # ---------------------------------------------------------------- 02 · base vs instruct
-@_exercise("02.1", "the instruct model's chat prompt", success="your prompt is exactly what apply_chat_template "
+@register("02.1", "the instruct model's chat prompt", success="your prompt is exactly what apply_chat_template "
           "renders, generation prompt included.",
           hint="ChatML: '<|im_start|>role\\ncontent<|im_end|>\\n' per turn, SmolLM2's default system turn first, "
                "and '<|im_start|>assistant\\n' at the end.")
 def _check_chat_prompt(fn: Callable) -> str | None:
-    tok = _smollm2()
+    tok = smollm2()
     for question in ("Give me one tip for staying focused.", "What is 2 + 2?"):
         want = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                        add_generation_prompt=True)
-        got = _call(fn, question)
+        got = call(fn, question)
         if got == want:
             continue
         if not isinstance(got, str):
@@ -152,14 +152,14 @@ def _check_chat_prompt(fn: Callable) -> str | None:
                     "without it the model does not know it is its turn.")
         if "<|im_start|>system" not in got:
             return "SmolLM2's template adds a default system turn when the chat has none; yours has none."
-        return _first_diff(got, want) + "."
+        return first_diff(got, want) + "."
     return None
 
 
-@_exercise("02.2", "predict: the instruct model's stop token", success="<|im_end|> ends a turn and the generation.",
+@register("02.2", "predict: the instruct model's stop token", success="<|im_end|> ends a turn and the generation.",
           hint="Look at the chat prompt: which special token closes every turn?")
 def _check_stop_id(answer: Any) -> str | None:
-    tok = _smollm2()
+    tok = smollm2()
     if not isinstance(answer, int):
         return f"give the token id as an int (e.g. tok.convert_tokens_to_ids(...)), got {type(answer).__name__}."
     if answer == tok.eos_token_id:

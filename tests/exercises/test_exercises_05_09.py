@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftlib.exercises import all_exercises, exercise
-from ftlib.testing import tiny_llama
+from ftlib.course.exercises import all_exercises, exercise
+from ftlib.tiny import tiny_llama
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
+SOLUTIONS = Path(__file__).resolve().parents[2] / "notebooks" / "solutions"
 KEYS = [k for k in all_exercises() if k[:2] in {"05", "06", "07", "08", "09"}]
 
 
@@ -162,13 +162,6 @@ def test_solutions_notebook_shows_the_check_passing(key):
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     shown = [o.get("data", {}).get("text/plain", "") for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
     assert any(f"✓ {key} correct" in "".join(text) for text in shown)
-
-
-@pytest.mark.parametrize("nb", sorted({k[:2] for k in KEYS}))
-def test_solutions_notebook_checked_cells_are_clean(nb):
-    from test_notebooks import problems
-
-    assert problems(json.loads((SOLUTIONS / f"{nb}_solutions.ipynb").read_text(encoding="utf-8"))) == []
 
 
 def test_the_accumulation_solution_gives_one_big_batch_gradient():

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REFRESHED = ("04_chat_samples", "05_sft", "07_lora", "08_dpo", "09_evaluate")  # refreshed with finished bars
 BAR = re.compile(r"(\d+)%\|")
 
@@ -54,7 +54,7 @@ def test_saved_outputs_show_finished_bars_and_no_warnings(name):
 def test_a_training_bar_executed_headless_is_saved_finished(monkeypatch):
     code = """
 import torch
-from ftlib.testing import tiny_llama
+from ftlib.tiny import tiny_llama
 from ftlib.train import TrainConfig, train
 batch = {"input_ids": torch.tensor([[1, 2, 3, 4]]), "labels": torch.tensor([[1, 2, 3, 4]])}
 train(tiny_llama(vocab_size=16), [batch] * 3, TrainConfig(output_dir=OUT, max_steps=3, save_final=False, bf16=False))

@@ -16,10 +16,11 @@ from nbclient import NotebookClient
 
 from ftlib.sft import load_config
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the unit-slow job of `make test` (subprocesses, real models, minutes)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
 def test_notebooks_05_and_06_run_under_the_tiny_profile(tiny_course, monkeypatch):
     notebooks, executed_05 = tiny_course  # 05 executed under the tiny profile (tests/conftest.py)
     monkeypatch.setenv("FTLIB_PROFILE", "tiny")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ftlib.samples import IGNORE_INDEX
+from ftlib.schema import IGNORE_INDEX
 
 # ---------------------------------------------------------------- (a) the KV cache
 FUTURE, COMPUTED, CACHED = 0, 1, 2
@@ -33,7 +33,7 @@ def forward_token_counts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     Counted by a forward pre-hook during real runs of ``article_generate`` (no cache) and ``generate`` (KV
     cache), with stop tokens off so both make exactly ``new_tokens`` tokens.
     """
-    from ftlib.article import article_generate
+    from ftlib.course.article import article_generate
     from ftlib.generation import generate
 
     fed: list[int] = []

@@ -14,10 +14,10 @@ import torch
 
 from ftlib.batching import make_dataloader
 from ftlib.lora import add_lora
-from ftlib.testing import tiny_llama
+from ftlib.tiny import tiny_llama
 from ftlib.train import TrainConfig, train
 
-NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "05_sft.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "05_sft.ipynb"
 
 
 def article_train():

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ftlib.generation import _decode
-from ftlib.samples import IGNORE_INDEX
-from ftlib.sampling import _check_temperature, apply_repetition_penalty, apply_top_k
+from ftlib.sampling import apply_repetition_penalty, apply_top_k, check_temperature
+from ftlib.schema import IGNORE_INDEX
 from ftlib.templates import ALPACA_PROMPT_INPUT
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ def article_generate(
     tokens, top-k, multinomial), so with the same ``seed`` it draws what ``generate`` draws with
     ``repetition_penalty_range`` set - only much more slowly.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     stops = {tokenizer.eos_token_id} if stop_token_ids is None else set(stop_token_ids)
     generator = None if seed is None else torch.Generator(device=model.device).manual_seed(seed)
     input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
@@ -62,7 +61,7 @@ def article_generate(
             break
         input_ids = torch.cat([input_ids, next_token[None]], dim=1)
         generated.append(next_token.item())
-    return _decode(tokenizer, generated)
+    return tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 class FineTuningDataset(torch.utils.data.Dataset):

@@ -1,4 +1,5 @@
-"""Checks for the exercises of notebooks 03-04 (see ``ftlib.exercises``): instruction samples, padding, chat masks.
+"""Checks for the exercises of notebooks 03-04 (see ``ftlib.course.exercises``): instruction samples, padding,
+chat masks.
 
 Each check is cheap and deterministic: small hand-made tensors, or the offline SmolLM2 tokenizer (loaded once, in
 a fraction of a second). None loads a model, so a verdict is the same on every machine. Worked solutions are in
@@ -12,8 +13,8 @@ from typing import Any
 import torch
 
 from ftlib.batching import PaddingCollator
-from ftlib.exercises import _call, _exercise
-from ftlib.exercises_shared import _first_diff, _smollm2
+from ftlib.course.exercises.core import call, register
+from ftlib.course.exercises.shared import first_diff, smollm2
 from ftlib.samples import assistant_char_spans, tokenise_instruction
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE, format_alpaca
 
@@ -21,16 +22,16 @@ IGNORE = -100
 
 
 # ---------------------------------------------------------------- 03 · Alpaca samples
-@_exercise("03.1", "labels for an instruction sample",
+@register("03.1", "labels for an instruction sample",
           success="prompt masked, response and EOS trained: the model learns the answer and to stop.",
           hint="input_ids = prompt + response + [eos]; labels: -100 for every prompt token, the ids themselves after.")
 def _check_instruction_labels(fn: Callable) -> str | None:
-    tok = _smollm2()
+    tok = smollm2()
     record = {"instruction": "Name a primary colour.", "input": "", "output": "Blue."}
     prompt, response = format_alpaca(record)
     p, r = tok(prompt).input_ids, tok(response, add_special_tokens=False).input_ids
     want = tokenise_instruction(record, tok)
-    ids, labels = (list(map(int, x)) for x in _call(fn, p, r, tok.eos_token_id))
+    ids, labels = (list(map(int, x)) for x in call(fn, p, r, tok.eos_token_id))
     if ids != want["input_ids"]:
         return ("input_ids must be prompt + response + [eos]" + ("; yours lack the final EOS."
                 if ids == p + r else f", {len(want['input_ids'])} tokens; yours has {len(ids)}."))
@@ -49,7 +50,7 @@ def _check_instruction_labels(fn: Callable) -> str | None:
     return f"position {i} ({part}) has label {labels[i]}, expected {want['labels'][i]}."
 
 
-@_exercise("03.2", "fix: mask padding by position",
+@register("03.2", "fix: mask padding by position",
           success="padding masked by position; every EOS target survives, though pad == eos.",
           hint="The collator knows each sample's length: set labels to -100 from that position on, whatever the id.")
 def _check_collate(fn: Callable) -> str | None:
@@ -58,7 +59,7 @@ def _check_collate(fn: Callable) -> str | None:
                {"input_ids": [1, 60, 61, 2], "labels": [IGNORE, IGNORE, 61, 2]},
                {"input_ids": [1, 70, 71, 72, 73, 74, 2], "labels": [IGNORE, IGNORE, IGNORE, 72, 73, 74, 2]}]
     want = PaddingCollator(pad)(samples)
-    got = _call(fn, [dict(s) for s in samples], pad)
+    got = call(fn, [dict(s) for s in samples], pad)
     ids, labels = torch.as_tensor(got["input_ids"]), torch.as_tensor(got["labels"])
     if ids.shape != want["input_ids"].shape or not torch.equal(ids, want["input_ids"]):
         return f"input_ids must be right-padded with {pad} to the longest sample: {tuple(want['input_ids'].shape)}."
@@ -85,7 +86,7 @@ def padding_fractions(lengths: list[int], batch_size: int = 4, max_length: int =
             "grouped": dynamic(sorted(lengths, reverse=True))}
 
 
-@_exercise("03.3", "predict: how much is padding?",
+@register("03.3", "predict: how much is padding?",
           success="grouping samples of similar length removes nearly all padding.",
           hint="Per batch of 4, every row is as long as the batch's widest (or 1024): real tokens / rows x width.")
 def _check_padding_prediction(answer: dict) -> str | None:
@@ -106,13 +107,13 @@ CHAT = [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "cont
         {"role": "user", "content": "Have a nice day!"}, {"role": "assistant", "content": "You too!"}]
 
 
-@_exercise("04.1", "fix: a chat template without EOS",
+@register("04.1", "fix: a chat template without EOS",
           success="every turn ends with EOS, so a trained model learns to end its turn.",
           hint="Look at what is emitted after each message: the EOS must follow assistant turns too.")
 def _check_template(template: str) -> str | None:
     if not isinstance(template, str):
         return f"give the template as a string, got {type(template).__name__}."
-    tok = _smollm2()
+    tok = smollm2()
     text = tok.apply_chat_template(CHAT, chat_template=template, tokenize=False)
     for i, m in enumerate(CHAT):
         at = text.find(m["content"])
@@ -125,21 +126,21 @@ def _check_template(template: str) -> str | None:
                                        add_generation_prompt=gen)
         got = tok.apply_chat_template(CHAT, chat_template=template, tokenize=False, add_generation_prompt=gen)
         if got != want:
-            return _first_diff(got, want) + (" (with the generation prompt)." if gen else ".")
+            return first_diff(got, want) + (" (with the generation prompt)." if gen else ".")
     return None
 
 
 SYSTEM_CHAT = [{"role": "system", "content": "Answer briefly."}, *CHAT]
 
 
-@_exercise("04.2", "assistant spans in a ChatML chat",
+@register("04.2", "assistant spans in a ChatML chat",
           success="each reply with its <|im_end|> is trained; headers, user and system turns are not.",
           hint="Find each '<|im_start|>assistant\\n'; the span starts after it and ends after the next '<|im_end|>'.")
 def _check_spans(fn: Callable) -> str | None:
-    tok, end = _smollm2(), "<|im_end|>"
+    tok, end = smollm2(), "<|im_end|>"
     for chat in (CHAT, SYSTEM_CHAT, CHAT[:2]):
         text, want = assistant_char_spans(tok, chat)
-        got = [tuple(s) for s in _call(fn, text)]
+        got = [tuple(s) for s in call(fn, text)]
         if len(got) != len(want):
             return f"found {len(got)} spans, but the chat has {len(want)} assistant turns: find every one."
         for k, ((a, b), (wa, wb)) in enumerate(zip(got, want)):
@@ -153,11 +154,11 @@ def _check_spans(fn: Callable) -> str | None:
     return None
 
 
-@_exercise("04.3", "predict: the cost of the default system prompt",
+@register("04.3", "predict: the cost of the default system prompt",
           success="SmolLM2's template spends these tokens on every chat that has no system turn.",
           hint="Render a chat with the tokenizer's own template, then count the tokens of its first turn.")
 def _check_system_tokens(answer: Any) -> str | None:
-    tok = _smollm2()
+    tok = smollm2()
     text = tok.apply_chat_template(CHAT, tokenize=False)
     bare = text[text.index("<|im_start|>user"):]
     want = len(tok(text, add_special_tokens=False).input_ids) - len(tok(bare, add_special_tokens=False).input_ids)

@@ -1,0 +1,44 @@
+"""`make test` runs every notebook: the job list comes from the folder, and this checks it against the files."""
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def jobs() -> dict[str, list[str]]:
+    """`make print-jobs` parsed: job -> what it runs; "order" -> the jobs of `make test`, in order."""
+    out = subprocess.run(["make", "-s", "--no-print-directory", "print-jobs"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    return {name: rest.split() for name, _, rest in (line.partition(": ") for line in out.splitlines())}
+
+
+def test_every_notebook_and_solutions_notebook_is_in_exactly_one_job():
+    listed = jobs()
+    targets = [Path(t) for job, ts in listed.items() if job.startswith("nb-") for t in ts]
+    notebooks = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("notebooks/solutions/*.ipynb"))
+    assert len(notebooks) >= 20
+    assert all((ROOT / t).exists() for t in targets), "a job runs a notebook that is not there"
+    for nb in notebooks:
+        rel = nb.relative_to(ROOT)
+        covering = [t for t in targets if t == rel or t in rel.parents]
+        assert len(covering) == 1, f"{rel} is run by {len(covering)} jobs of `make test` ({covering})"
+
+
+def test_make_test_runs_every_job_once_longest_first():
+    listed = jobs()
+    order = listed.pop("order")
+    assert sorted(order) == sorted(listed), "a job is missing from TEST_JOBS or listed twice"
+    assert order[:2] == ["nb-05-06", "unit-slow"]  # the two longest (docs/benchmarks.md), so they start at once
+    assert {"unit-slow", "unit-rest"} <= set(order)
+
+
+def test_torch_is_pinned_in_one_place():
+    pins = [line for line in (ROOT / "pyproject.toml").read_text().splitlines() if '"torch==' in line]
+    assert len(pins) == 1
+    assert re.search(r"torch==\d", (ROOT / "Makefile").read_text()) is None, "the Makefile reads the pin"
