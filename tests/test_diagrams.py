@@ -89,9 +89,9 @@ def test_packing_figure_draws_the_collators_mask(tokenizer):
 
 
 def test_lora_figure_draws_the_layers_own_shapes():
-    from ftlib.diagrams import lora_figure, lora_shapes
+    from ftlib.course.diagrams import lora_figure, lora_shapes
     from ftlib.lora import add_lora
-    from ftlib.testing import tiny_llama
+    from ftlib.tiny import tiny_llama
 
     peft_model = add_lora(tiny_llama(vocab_size=64, seed=0), r=4, alpha=8)
     layer = peft_model.base_model.model.model.layers[0].self_attn.q_proj

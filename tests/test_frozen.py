@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 from ftlib.checkpoint import latest_checkpoint
 from ftlib.frozen import FrozenCast, frozen_in_dtype
 from ftlib.lora import add_lora
-from ftlib.testing import tiny_gemma3, tiny_llama
+from ftlib.testing import tiny_gemma3
+from ftlib.tiny import tiny_llama
 from ftlib.train import TokenLoss, TrainConfig, train
 
 VOCAB = 64

@@ -264,7 +264,7 @@ def test_show_tokens_carries_the_same_html_and_a_text_fallback_that_marks_the_tr
     import IPython.display
     from IPython.core.formatters import DisplayFormatter
 
-    from ftlib.show import TokenView, show_tokens, tokens_html, tokens_text
+    from ftlib.course.show import TokenView, show_tokens, tokens_html, tokens_text
 
     sample = tokenise_instruction(RECORD, tokenizer)
     ids, labels = sample["input_ids"], sample["labels"]
