@@ -207,3 +207,19 @@ def test_no_question_is_in_any_training_source():
         text = " | ".join(sa.normalise(" ".join(_strings(record))) for record in ds)
         found = [q for q in questions if f" {q} " in f" {text} "]
         assert not found, f"{name} holds {found}"
+
+
+@pytest.mark.slow
+def test_base_model_knows_capitals_few_shot_but_does_not_answer_in_chat(base):
+    """The measured contrast of issue 22 on a few questions: few-shot shows the knowledge, the untrained chat
+    format does not (it never stops, and repeats the question instead of answering)."""
+    from ftlib.templates import ARTICLE_CHAT_TEMPLATE
+
+    model, tokenizer = base
+    items = [i for i in sa.load_short_answers("dev") if i["category"] == "facts"]
+    _, few_shot = sa.run_short_answers(model, tokenizer, items, "few-shot")
+    assert {"facts-01", "facts-03"} <= set(few_shot["right_ids"]) and few_shot["stop_rate"] == 1.0
+    tokenizer = type(tokenizer).from_pretrained(tokenizer.name_or_path)  # the fixture's tokenizer stays bare
+    tokenizer.chat_template = ARTICLE_CHAT_TEMPLATE
+    _, chat = sa.run_short_answers(model, tokenizer, items, "chat")
+    assert chat["right"] < few_shot["right"] and chat["stop_rate"] == 0.0
