@@ -34,8 +34,8 @@ from ftlib.frozen import FrozenCast
 from ftlib.loss import token_losses
 from ftlib.progress import progress_bar
 
-__all__ = ["Objective", "TokenLoss", "TrainConfig", "TrainResult", "TrainingDiverged", "evaluate_loss",
-           "lr_lambda", "train"]  # TrainConfig lives in ftlib.config (importable without torch)
+__all__ = ["Objective", "Stepper", "TokenLoss", "TrainConfig", "TrainResult", "TrainingDiverged", "evaluate_loss",
+           "lr_lambda", "make_optimizer", "train"]  # TrainConfig lives in ftlib.config (importable without torch)
 
 
 class TrainingDiverged(RuntimeError):
@@ -138,7 +138,65 @@ class TokenLoss(Objective):
         return {"loss": evaluate_loss(model, loader, dtype=dtype)}
 
 
-def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bool = False, tokenizer=None, *,
+@dataclass
+class Stepper:
+    """Everything one optimizer step needs, made once per run by :func:`train`."""
+
+    model: torch.nn.Module  # what the optimizer updates (DDP-wrapped when several processes run)
+    forward_model: torch.nn.Module  # the same model, torch.compile'd if asked for
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    max_grad_norm: float
+    device: torch.device
+    dtype: torch.dtype | None  # the autocast dtype (None: fp32, no autocast)
+    world: int
+    out: Path
+
+    def step(self, micro: list[dict], number: int) -> dict:
+        """One optimizer step over the micro-batches ``micro`` (on the device): the article's step - forward,
+        backward, clip, AdamW, schedule - with the loss *summed* over trained units and divided by the step's units
+        over every micro-batch and process, so accumulation and DDP equal one big batch. Returns its metrics."""
+        n_units = int(all_reduce_sum([sum(self.objective.units(b) for b in micro)])[0])
+        loss_sum = torch.zeros((), device=self.device)
+        metric_sums: dict[str, float] = {}
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1 or self.world == 1
+            with _no_sync(self.model, sync), _autocast(self.device, self.dtype):
+                loss, _, metrics = self.objective(self.forward_model, batch)
+                # DDP averages gradients over processes; scale so the result is sum / all units.
+                (loss * self.world / max(n_units, 1)).backward()
+            loss_sum += loss.detach()
+            for k, v in metrics.items():
+                metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
+        step_loss, *metric_values = [v / max(n_units, 1)
+                                     for v in all_reduce_sum([float(loss_sum), *metric_sums.values()])]
+        if not math.isfinite(step_loss):
+            raise TrainingDiverged(
+                f"loss became {step_loss} at step {number}; training stopped and the last checkpoint in "
+                f"{self.out} is intact. Lower the learning rate or check the data for empty labels.")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": step_loss, "lr": lr, "grad_norm": grad_norm, self.objective.unit: n_units,
+                **dict(zip(metric_sums, metric_values))}
+
+
+def make_optimizer(model, cfg: TrainConfig, total_steps: int) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    """AdamW with the article's settings (no weight decay on norms and biases), fused into one kernel on CUDA and
+    CPU (as TRL's default; 9-14 % more tokens/s for SmolLM2 full FT, docs/benchmarks.md), and its schedule."""
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, eps=1e-8,
+                                  fused=device.type in ("cuda", "cpu"))
+    return optimizer, LambdaLR(optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total_steps))
+
+
+def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bool = False, *,
           objective: Objective | None = None, resume_force: bool = False,
           run_config: dict | None = None) -> TrainResult:
     """Train ``model`` in place on ``objective`` (default: SFT's :class:`TokenLoss`).
@@ -146,55 +204,18 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     With ``resume=True`` continue from the newest checkpoint in ``output_dir``, after checking that the run there
     was started with the same config (``resume_force=True`` skips the check). ``run_config`` is what the run
     records in ``run_config.json`` and compares on resume (default: ``config`` and the objective's name)."""
-    cfg = config
-    objective = objective or TokenLoss()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = next(model.parameters()).device
-    bf16 = cfg.bf16 if cfg.bf16 is not None else train_dtype(device) == torch.bfloat16
-    dtype = torch.bfloat16 if bf16 else None  # autocast only: weights and optimizer state stay fp32
-    rank, world = rank_world()
-    run_config = {"objective": objective.name, **(run_config or asdict(cfg))}
-    ckpt = latest_checkpoint(out) if resume else None
-    changed = check_resume(out, run_config, force=resume_force) if ckpt else {}
-    if rank == 0:  # before any step: a run that dies early still says what it was
-        write_run_record(out, run_record(run_config, changed))
-    torch.manual_seed(cfg.seed)
-
-    if cfg.gradient_checkpointing:
-        unwrap(model).gradient_checkpointing_enable()
-    objective.prepare(model)
-    model.train()
-    steps_per_epoch = len(train_loader) // cfg.grad_accum
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    if not cfg.max_steps:  # shards may differ by a batch: every process must stop at the same step
-        total_steps = all_reduce_min(total_steps)
-    if total_steps <= 0:
-        raise ValueError(f"nothing to train: {len(train_loader)} batches with grad_accum={cfg.grad_accum}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]  # no weight decay on norms and biases
-    rest = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}],
-                                  lr=cfg.learning_rate, betas=cfg.betas, eps=1e-8,
-                                  fused=device.type in ("cuda", "cpu"))  # one kernel for all tensors
-    # fused on CPU too (as TRL's default optimizer): 9-14 % more tokens/s for SmolLM2 full FT (docs/benchmarks.md)
-    scheduler = LambdaLR(optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total_steps))
-    progress = {"step": 0, "epoch": 0, "batch": 0}
-    if ckpt:
-        progress = load_checkpoint(ckpt, model, optimizer, scheduler)
-    forward_model = torch.compile(model) if cfg.compile else model
+    cfg, objective = config, objective or TokenLoss()
+    stepper, total_steps, progress = _start(model, train_loader, cfg, objective, resume, resume_force, run_config)
     # frozen weights in bf16 once (not recast by autocast in every matmul); fp32 again for checkpoints and after
-    cast = cfg.cast_frozen and dtype is not None and device.type == "cpu" and world == 1
-    frozen = FrozenCast(unwrap(model), dtype) if cast else None
-
+    cast = cfg.cast_frozen and stepper.dtype is not None and stepper.device.type == "cpu" and stepper.world == 1
+    frozen = FrozenCast(unwrap(model), stepper.dtype) if cast else None
     stop = {"signal": None}
     handlers = _install_stop_handlers(stop)
     result = TrainResult(step=progress["step"])
+    rank = rank_world()[0]
     bar = progress_bar(total=total_steps, initial=progress["step"], desc=objective.name,
                        disable=not cfg.progress or rank != 0)
-    log = open(out / "metrics.jsonl", "a") if rank == 0 else None
-    unit = objective.unit
+    log = open(stepper.out / "metrics.jsonl", "a") if rank == 0 else None
     try:
         if frozen:
             frozen.cast()
@@ -207,53 +228,18 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
                 batches = _batches_from(train_loader, progress, cfg.seed)
                 continue
             progress["batch"] += len(micro)
-            micro = [to_device(b, device) for b in micro]
-            n_units = int(all_reduce_sum([sum(objective.units(b) for b in micro)])[0])
-            loss_sum = torch.zeros((), device=device)
-            metric_sums: dict[str, float] = {}
-            for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1 or world == 1
-                with _no_sync(model, sync), _autocast(device, dtype):
-                    loss, _, metrics = objective(forward_model, batch)
-                    # DDP averages gradients over processes; scale so the result is sum / all units.
-                    (loss * world / max(n_units, 1)).backward()
-                loss_sum += loss.detach()
-                for k, v in metrics.items():
-                    metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
-            step_loss, *metric_values = [v / max(n_units, 1)
-                                         for v in all_reduce_sum([float(loss_sum), *metric_sums.values()])]
-            if not math.isfinite(step_loss):
-                raise TrainingDiverged(
-                    f"loss became {step_loss} at step {progress['step'] + 1}; training stopped and the last "
-                    f"checkpoint in {out} is intact. Lower the learning rate or check the data for empty labels.")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            metrics = stepper.step([to_device(b, stepper.device) for b in micro], progress["step"] + 1)
             progress["step"] += 1
-            dt = time.perf_counter() - t0
-            row = {"step": progress["step"], "epoch": progress["epoch"], "loss": step_loss, "lr": lr,
-                   "grad_norm": grad_norm, unit: n_units, "seconds": dt, f"{unit}_per_s": n_units / dt,
-                   **dict(zip(metric_sums, metric_values))}
-            if eval_loader is not None and (
-                    (cfg.eval_every and progress["step"] % cfg.eval_every == 0) or progress["step"] == total_steps):
-                evaluated = objective.evaluate(model, eval_loader, dtype)
-                row.update({f"eval_{k}": v for k, v in evaluated.items()})
-                model.train()
+            row = _record(stepper, metrics, progress, time.perf_counter() - t0, eval_loader, cfg, total_steps)
             result.history.append(row)
-            if log:
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-            bar.set_postfix({"loss": f"{step_loss:.3f}", "lr": f"{lr:.1e}", f"{unit}/s": f"{n_units / dt:.0f}"})
-            bar.update(1)
+            _report(row, log, bar, objective.unit)
             if cfg.save_every and progress["step"] % cfg.save_every == 0 and progress["step"] < total_steps:
-                _save(out, model, optimizer, scheduler, progress, frozen)
+                _save(stepper, progress, frozen)
         if stop["signal"] is not None:
             result.interrupted = True
             tqdm.write(f"{stop['signal']} received: saving a checkpoint at step {progress['step']} before stopping")
         if cfg.save_final or result.interrupted:
-            _save(out, model, optimizer, scheduler, progress, frozen)
+            _save(stepper, progress, frozen)
     finally:
         if frozen:
             frozen.restore()
@@ -265,9 +251,66 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     return result
 
 
-def _save(out, model, optimizer, scheduler, progress, frozen: FrozenCast | None = None):
+def _start(model, train_loader, cfg: TrainConfig, objective: Objective, resume: bool, resume_force: bool,
+           run_config: dict | None) -> tuple[Stepper, int, dict]:
+    """Before the first step: the run record, seeds, the step count, optimizer and schedule, a checkpoint to resume."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device
+    bf16 = cfg.bf16 if cfg.bf16 is not None else train_dtype(device) == torch.bfloat16
+    rank, world = rank_world()
+    run_config = {"objective": objective.name, **(run_config or asdict(cfg))}
+    ckpt = latest_checkpoint(out) if resume else None
+    changed = check_resume(out, run_config, force=resume_force) if ckpt else {}
+    if rank == 0:  # before any step: a run that dies early still says what it was
+        write_run_record(out, run_record(run_config, changed))
+    torch.manual_seed(cfg.seed)
+    if cfg.gradient_checkpointing:
+        unwrap(model).gradient_checkpointing_enable()
+    objective.prepare(model)
+    model.train()
+    total_steps = cfg.max_steps or len(train_loader) // cfg.grad_accum * cfg.epochs
+    if not cfg.max_steps:  # shards may differ by a batch: every process must stop at the same step
+        total_steps = all_reduce_min(total_steps)
+    if total_steps <= 0:
+        raise ValueError(f"nothing to train: {len(train_loader)} batches with grad_accum={cfg.grad_accum}")
+    optimizer, scheduler = make_optimizer(model, cfg, total_steps)
+    progress = {"step": 0, "epoch": 0, "batch": 0}
+    if ckpt:
+        progress = load_checkpoint(ckpt, model, optimizer, scheduler)
+    stepper = Stepper(model, torch.compile(model) if cfg.compile else model, objective, optimizer, scheduler,
+                      cfg.max_grad_norm, device, torch.bfloat16 if bf16 else None, world, out)
+    return stepper, total_steps, progress
+
+
+def _record(stepper: Stepper, metrics: dict, progress: dict, seconds: float, eval_loader, cfg: TrainConfig,
+            total_steps: int) -> dict:
+    """The metrics row of a step: its numbers and time, and the held-out metrics when an evaluation is due."""
+    unit = stepper.objective.unit
+    row = {"step": progress["step"], "epoch": progress["epoch"], **metrics, "seconds": seconds,
+           f"{unit}_per_s": metrics[unit] / seconds}
+    due = (cfg.eval_every and progress["step"] % cfg.eval_every == 0) or progress["step"] == total_steps
+    if eval_loader is not None and due:
+        evaluated = stepper.objective.evaluate(stepper.model, eval_loader, stepper.dtype)
+        row.update({f"eval_{k}": v for k, v in evaluated.items()})
+        stepper.model.train()
+    return row
+
+
+def _report(row: dict, log, bar, unit: str) -> None:
+    """One JSON line in metrics.jsonl and the progress bar's numbers."""
+    if log:
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+    bar.set_postfix({"loss": f"{row['loss']:.3f}", "lr": f"{row['lr']:.1e}",
+                     f"{unit}/s": f"{row[unit] / row['seconds']:.0f}"})
+    bar.update(1)
+
+
+def _save(stepper: Stepper, progress: dict, frozen: FrozenCast | None = None) -> None:
     with frozen.original() if frozen else contextlib.nullcontext():  # checkpoints hold the fp32 weights
-        save_checkpoint(out, model, optimizer, scheduler, dict(progress))  # every process: rank 0 writes
+        # every process: rank 0 writes
+        save_checkpoint(stepper.out, stepper.model, stepper.optimizer, stepper.scheduler, dict(progress))
     barrier()
 
 
