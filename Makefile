@@ -119,7 +119,13 @@ clean:
 # The instructor's kit (docs/teaching.md). reset: the committed notebooks back (uncommitted edits under notebooks/
 # are lost), everything untracked under notebooks/ (outputs/, saved models) and build/student, build/slides gone.
 # student: build/student/, the notebooks without outputs or solutions, each "What to notice" folded.
-.PHONY: reset student slides
+# prepare: notebook 05's run through the CLI, from the same config file, into the folder 05 saves to
+# (notebooks/outputs/sft-chat-<profile>, FTLIB_PROFILE as for the notebooks); then TRAIN = False in 05 (or
+# FTLIB_TRAIN=0) loads it instead of training. Before class: a few minutes, like 05's training cell.
+.PHONY: reset student slides prepare
+PREPARE := $(BIN)/python -m ftlib.sft --config ../configs/sft-chat.yaml
+prepare: assets
+	cd notebooks && ../$(PREPARE)
 reset:
 	$(PYTHON) tools/classroom.py reset
 

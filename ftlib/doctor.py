@@ -39,8 +39,10 @@ STEPS = 48
 # CAL absorbs what matmuls alone miss (attention, norms, optimizer, Python); set so this check run on the
 # reference machine (2 cores, avx512_bf16) predicts its 217 s in bf16 and 2.2 x 217 s in fp32. Measured there:
 # bf16 380 GFLOP/s (matmuls alone: 3.47 min of the 3.62), fp32 176 GFLOP/s (7.47 min of 7.96).
-CAL = {"bfloat16": 1.04, "float32": 1.07}
-NOTEBOOK_PER_TRAINING = 5.6 * 60 / 217  # the whole of notebook 05 took 5.6 min around 217 s of training
+# The reference run: notebook 05's committed run (docs/benchmarks.md); CAL scales with its training time.
+REF_TRAIN_S, REF_NOTEBOOK_MIN = 217, 5.6
+CAL = {"bfloat16": 1.04 * REF_TRAIN_S / 217, "float32": 1.07 * REF_TRAIN_S / 217}
+NOTEBOOK_PER_TRAINING = REF_NOTEBOOK_MIN * 60 / REF_TRAIN_S  # the whole notebook around its training
 
 
 @dataclass
@@ -186,8 +188,9 @@ def advise(f: Facts) -> list[str]:
         lines.append(f"disk: {f.disk_free_gb:.1f} GB free, {f.disk_needed_gb:.1f} GB needed (asset cache "
                      f"{ASSETS_GB} GB + the saved model {MODEL_GB} GB): free some space before `make assets`.")
     lines.append(f"estimate: notebook 05 trains in about {f.training_minutes:.0f} min here "
-                 f"(whole notebook about {f.notebook_minutes:.0f} min); reference 3.6 min of training, 5.6 min "
-                 "in all, on 2 cores with native bf16. An estimate from a 1-second matmul timing, not a promise.")
+                 f"(whole notebook about {f.notebook_minutes:.0f} min); reference {REF_TRAIN_S / 60:.1f} min of "
+                 f"training, {REF_NOTEBOOK_MIN} min in all, on 2 cores with native bf16. An estimate from a "
+                 "1-second matmul timing, not a promise.")
     return lines
 
 

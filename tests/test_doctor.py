@@ -49,8 +49,8 @@ def test_cpu_with_native_bf16_trains_in_bf16_and_matches_the_reference(machine, 
     assert "native bf16" in advice and "twice" not in advice
     # the calibration: the reference machine's measured rate (380 GFLOP/s) predicts its 217 s of training
     training, notebook = doctor.estimate_minutes(380.0, torch.bfloat16)
-    assert training == pytest.approx(217 / 60, rel=0.02)
-    assert notebook == pytest.approx(5.6, rel=0.02)
+    assert training == pytest.approx(doctor.REF_TRAIN_S / 60, rel=0.02)
+    assert notebook == pytest.approx(doctor.REF_NOTEBOOK_MIN, rel=0.02)
     assert facts.training_minutes == pytest.approx(training * 380 / 400, abs=0.05)
 
 
@@ -60,7 +60,7 @@ def test_cpu_without_bf16_trains_in_fp32_and_says_twice_the_time(machine, tmp_pa
     assert (facts.train_dtype, facts.native_bf16) == ("float32", False)
     assert "without native bf16" in advice and "twice" in advice
     # the reference machine's fp32 rate (176 GFLOP/s) gives 2.2x its bf16 training time
-    assert doctor.estimate_minutes(176.0, torch.float32)[0] == pytest.approx(2.2 * 217 / 60, rel=0.02)
+    assert doctor.estimate_minutes(176.0, torch.float32)[0] == pytest.approx(2.2 * doctor.REF_TRAIN_S / 60, rel=0.02)
 
 
 def test_cuda_advises_the_articles_full_fine_tuning(machine, tmp_path):

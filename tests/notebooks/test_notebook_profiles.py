@@ -38,3 +38,28 @@ def test_notebooks_05_and_06_run_under_the_tiny_profile(tiny_course, monkeypatch
     assert "profile tiny: base model 'tiny-base', full fine-tuning" in text
     text = "".join(o.get("text", "") for c in executed_06.cells for o in c.get("outputs", []))
     assert "fine-tuned model loaded from outputs/sft-chat-tiny/final" in text
+
+
+@pytest.mark.slow
+def test_notebook_05_with_train_false_loads_what_make_prepare_made(tmp_path, monkeypatch):
+    """The classroom path: `make prepare` (the CLI on 05's own config, run from notebooks/), then 05 with
+    ``TRAIN = False``: it trains nothing, loads the prepared model and metrics, and every later cell runs."""
+    import subprocess
+    import sys
+
+    prepare = subprocess.run(["make", "-n", "prepare"], cwd=REPO, capture_output=True, text=True).stdout
+    assert "cd notebooks && ../.venv/bin/python -m ftlib.sft --config ../configs/sft-chat.yaml" in prepare
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    monkeypatch.setenv("FTLIB_PROFILE", "tiny")
+    monkeypatch.setenv("FTLIB_TRAIN", "0")
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-m", "ftlib.sft", "--config", "../configs/sft-chat.yaml"], cwd=notebooks,
+                   check=True, capture_output=True)
+    nb = nbformat.read(REPO / "notebooks" / "05_sft.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebooks)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "TRAIN = False: loaded the prepared run in outputs/sft-chat-tiny (3 steps)" in text
+    assert "sft: 100%" not in text  # no training bar: nothing was trained
+    assert "3 steps," in text  # the loss-curve cell read the prepared metrics
