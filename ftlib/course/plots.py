@@ -122,14 +122,16 @@ def plot_scores(scores: dict[str, dict], axes=None):
     axes[0].set_xlabel("right answers (share of the questions)")
     x = range(len(names))
     width = 0.4
-    axes[1].bar([i - width / 2 for i in x], [s["stop_rate"] for s in scores.values()], width, color=colours,
-                label="stop rate")
+    from matplotlib.patches import Patch
+
+    axes[1].bar([i - width / 2 for i in x], [s["stop_rate"] for s in scores.values()], width, color=colours)
     axes[1].bar([i + width / 2 for i in x], [s["repetition_rate"] for s in scores.values()], width, color=colours,
-                alpha=0.4, hatch="//", label="repeating replies")
-    axes[1].set_xticks(list(x), [str(i + 1) for i in x])
-    axes[1].set_xlabel("model (same order as on the left)")
+                alpha=0.4, hatch="//")
+    axes[1].set_xticks(list(x), names, rotation=20, ha="right", fontsize=8)
+    axes[1].set_ylabel("share of the replies")
     axes[1].set_ylim(0, 1.05)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(handles=[Patch(facecolor="grey", label="stop rate"),
+                            Patch(facecolor="grey", alpha=0.4, hatch="//", label="repeating replies")], fontsize=8)
     return axes
 
 
