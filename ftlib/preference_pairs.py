@@ -1,0 +1,79 @@
+"""Preference pairs a learner can see in the replies: *answer, then stop* preferred over *answer, then ramble on*.
+
+Notebook 05's model mostly answers and stops, but some replies run on past the answer until the token limit:
+they repeat the answer, or start another task as if it were the next turn. ``stop_pairs`` builds pairs that
+teach exactly that difference, from instruction records with short reference answers:
+
+* **chosen** — the reference answer, nothing more (the chat template closes it with the end token);
+* **rejected** — the *same* answer, then more: the answer repeated (kind ``"repeat"``), or the next record's
+  instruction and answer run on as if the model wrote the next turn itself (kind ``"next-task"``).
+
+Both replies share their start, so the only thing that tells them apart is what comes after the answer: the end
+token, or more text. DPO then learns to prefer stopping right after an answer, a preference one can read off
+the replies (stop rate, length, repetition) without a judge. The pairs are made deterministically, so the same
+records give the same pairs on any machine.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import datasets
+
+KINDS = ("repeat", "next-task")
+
+
+def ramble(answer: str, kind: str, next_record: dict | None = None) -> str:
+    """The answer, then what a model that does not stop writes next: the answer twice more (``"repeat"``), or
+    another task's instruction and answer (``"next-task"``, needs ``next_record``)."""
+    answer = answer.strip()
+    if kind == "repeat":
+        return "\n".join([answer] * 3)
+    if kind == "next-task":
+        if next_record is None:
+            raise ValueError("kind 'next-task' needs next_record, the record whose task the reply runs on into")
+        return f"{answer}\n{next_record['instruction'].strip()}\n{next_record['output'].strip()}"
+    raise ValueError(f"unknown ramble kind {kind!r}; choose one of {KINDS}")
+
+
+def short_answer_records(records: Sequence[dict], max_answer_chars: int = 120,
+                         exclude: Collection[str] = ()) -> list[dict]:
+    """Records (instruction, input, output) with no input and an answer of at most ``max_answer_chars``: the
+    short, self-contained question-and-answer records a preference for stopping is easiest to see on. An
+    instruction in ``exclude`` (e.g. one the SFT run trained on or holds out) is skipped, and so is a repeat."""
+    if max_answer_chars <= 0:
+        raise ValueError(f"max_answer_chars must be positive, got {max_answer_chars}")
+    seen, kept = set(exclude), []
+    for r in records:
+        instruction, answer = r["instruction"].strip(), r["output"].strip()
+        if r.get("input") or not answer or len(answer) > max_answer_chars or instruction in seen:
+            continue
+        seen.add(instruction)
+        kept.append(r)
+    return kept
+
+
+def stop_pairs(records: Sequence[dict], n_pairs: int | None = None, max_answer_chars: int = 120,
+               exclude: Collection[str] = ()) -> datasets.Dataset:
+    """Preference pairs (``messages``, ``chosen``, ``rejected``, ``kind``) from the short-answer records among
+    ``records`` (see ``short_answer_records``), in their order; the kinds alternate (repeat, next-task, ...).
+    ``n_pairs``: at most this many."""
+    import datasets
+
+    usable = short_answer_records(records, max_answer_chars, exclude)
+    if n_pairs is not None:
+        if n_pairs <= 0:
+            raise ValueError(f"n_pairs must be positive, got {n_pairs}")
+        usable = usable[:n_pairs + 1]  # one more: the last pair's next-task continuation
+    if len(usable) < 2:
+        raise ValueError(f"only {len(usable)} record(s) without input have an answer of at most {max_answer_chars} "
+                         "characters; pass more records or raise max_answer_chars")
+    rows = []
+    for i, record in enumerate(usable[:n_pairs] if n_pairs is not None else usable):
+        kind = KINDS[i % len(KINDS)]
+        following = usable[(i + 1) % len(usable)]
+        rows.append({"messages": [{"role": "user", "content": record["instruction"].strip()}],
+                     "chosen": record["output"].strip(),
+                     "rejected": ramble(record["output"], kind, following), "kind": kind})
+    return datasets.Dataset.from_list(rows)
