@@ -33,23 +33,29 @@ def ramble(answer: str, kind: str, next_record: dict | None = None) -> str:
     if kind == "next-task":
         if next_record is None:
             raise ValueError("kind 'next-task' needs next_record, the record whose task the reply runs on into")
-        return f"{answer}\n{next_record['instruction'].strip()}\n{next_record['output'].strip()}"
+        return f"{answer}\n{user_turn(next_record)}\n{next_record['output'].strip()}"
     raise ValueError(f"unknown ramble kind {kind!r}; choose one of {KINDS}")
+
+
+def user_turn(record: dict) -> str:
+    """The user's message for an instruction record: the instruction, and its input after a blank line (as
+    ``ftlib.mixture`` renders them for SFT)."""
+    return record["instruction"].strip() + (f"\n\n{record['input'].strip()}" if record.get("input") else "")
 
 
 def short_answer_records(records: Sequence[dict], max_answer_chars: int = 120,
                          exclude: Collection[str] = ()) -> list[dict]:
-    """Records (instruction, input, output) with no input and an answer of at most ``max_answer_chars``: the
-    short, self-contained question-and-answer records a preference for stopping is easiest to see on. An
-    instruction in ``exclude`` (e.g. one the SFT run trained on or holds out) is skipped, and so is a repeat."""
+    """Records (instruction, input, output) whose answer has at most ``max_answer_chars``: the short answers a
+    preference for stopping is easiest to see on. A record whose user turn (``user_turn``) is in ``exclude``
+    (e.g. one the SFT run trained on or holds out) is skipped, and so is a repeat."""
     if max_answer_chars <= 0:
         raise ValueError(f"max_answer_chars must be positive, got {max_answer_chars}")
     seen, kept = set(exclude), []
     for r in records:
-        instruction, answer = r["instruction"].strip(), r["output"].strip()
-        if r.get("input") or not answer or len(answer) > max_answer_chars or instruction in seen:
+        user, answer = user_turn(r), r["output"].strip()
+        if not answer or len(answer) > max_answer_chars or user in seen:
             continue
-        seen.add(instruction)
+        seen.add(user)
         kept.append(r)
     return kept
 
@@ -67,13 +73,13 @@ def stop_pairs(records: Sequence[dict], n_pairs: int | None = None, max_answer_c
             raise ValueError(f"n_pairs must be positive, got {n_pairs}")
         usable = usable[:n_pairs + 1]  # one more: the last pair's next-task continuation
     if len(usable) < 2:
-        raise ValueError(f"only {len(usable)} record(s) without input have an answer of at most {max_answer_chars} "
+        raise ValueError(f"only {len(usable)} record(s) have an answer of at most {max_answer_chars} "
                          "characters; pass more records or raise max_answer_chars")
     rows = []
     for i, record in enumerate(usable[:n_pairs] if n_pairs is not None else usable):
         kind = KINDS[i % len(KINDS)]
         following = usable[(i + 1) % len(usable)]
-        rows.append({"messages": [{"role": "user", "content": record["instruction"].strip()}],
+        rows.append({"messages": [{"role": "user", "content": user_turn(record)}],
                      "chosen": record["output"].strip(),
                      "rejected": ramble(record["output"], kind, following), "kind": kind})
     return datasets.Dataset.from_list(rows)

@@ -8,7 +8,7 @@ from ftlib.templates import ARTICLE_CHAT_TEMPLATE
 RECORDS = [
     {"instruction": "Name a primary colour.", "input": "", "output": "Red."},
     {"instruction": "Translate 'cat' into French.", "input": "", "output": "Chat."},
-    {"instruction": "Summarise this.", "input": "A long text.", "output": "Short."},  # has an input: skipped
+    {"instruction": "Summarise this.", "input": "A long text.", "output": "Short."},  # its input joins the question
     {"instruction": "Write an essay.", "input": "", "output": "x" * 500},  # too long an answer: skipped
     {"instruction": "What is 2 + 2?", "input": "", "output": " 4 "},
 ]
@@ -17,26 +17,29 @@ RECORDS = [
 def test_short_answer_records_keep_plain_questions_with_short_answers():
     kept = short_answer_records(RECORDS, max_answer_chars=120)
     assert [r["instruction"] for r in kept] == ["Name a primary colour.", "Translate 'cat' into French.",
-                                                "What is 2 + 2?"]
+                                                "Summarise this.", "What is 2 + 2?"]
     with pytest.raises(ValueError, match="positive"):
         short_answer_records(RECORDS, 0)
     twice = RECORDS + [dict(RECORDS[0], output="Blue.")]  # the same instruction again: kept once
-    assert len(short_answer_records(twice)) == 3
-    assert [r["output"] for r in short_answer_records(RECORDS, exclude={"Name a primary colour."})] == ["Chat.", " 4 "]
+    assert len(short_answer_records(twice)) == 4
+    assert [r["output"] for r in short_answer_records(RECORDS, exclude={"Name a primary colour.",
+                                                                        "Summarise this.\n\nA long text."})] == \
+        ["Chat.", " 4 "]
 
 
 def test_stop_pairs_chosen_is_the_answer_and_rejected_runs_on_past_it():
     pairs = stop_pairs(RECORDS)
-    assert pairs["kind"] == ["repeat", "next-task", "repeat"]
-    assert pairs["chosen"] == ["Red.", "Chat.", "4"]
+    assert pairs["kind"] == ["repeat", "next-task", "repeat", "next-task"]
+    assert pairs["chosen"] == ["Red.", "Chat.", "Short.", "4"]
     assert pairs["rejected"][0] == "Red.\nRed.\nRed."
-    assert pairs["rejected"][1] == "Chat.\nWhat is 2 + 2?\n4"  # the next record's task, run on
-    assert pairs["rejected"][2] == "4\n4\n4"
+    assert pairs["rejected"][1] == "Chat.\nSummarise this.\n\nA long text.\nShort."  # the next task, run on
+    assert pairs["rejected"][2] == "Short.\nShort.\nShort."
+    assert pairs["rejected"][3] == "4\nName a primary colour.\nRed."  # the last one wraps round
+    assert pairs["messages"][2] == [{"role": "user", "content": "Summarise this.\n\nA long text."}]
     for p in pairs:
         assert p["rejected"].startswith(p["chosen"]) and len(p["rejected"]) > len(p["chosen"])
-        assert p["messages"] == [{"role": "user", "content": p["messages"][0]["content"]}]
     assert stop_pairs(RECORDS, n_pairs=2)["chosen"] == ["Red.", "Chat."]
-    assert stop_pairs(RECORDS, n_pairs=2)["rejected"][1] == "Chat.\nWhat is 2 + 2?\n4"
+    assert stop_pairs(RECORDS, n_pairs=2)["rejected"][1] == "Chat.\nSummarise this.\n\nA long text.\nShort."
 
 
 def test_stop_pairs_say_what_is_wrong_with_bad_input():
