@@ -38,8 +38,8 @@ def base():
 
 @pytest.fixture(scope="session")
 def tiny_course(tmp_path_factory):
-    """A copy of the course folder (notebooks 01, 05, 06, 08, 09 and the configs) where notebook 05 has been executed under
-    the ``tiny`` profile, its model saved in ``notebooks/outputs/sft-chat-tiny/final`` for 06 to load. Returns that
+    """A copy of the course folder (notebooks 01, 05, 06, 08, 09 and the configs) where notebook 05 has been executed
+    under the ``tiny`` profile, its model saved in ``notebooks/outputs/sft-chat-tiny/final`` for 06-09. Returns that
     notebooks folder and the executed 05. Shared, as each execution costs a kernel start-up; a copy, so that nothing
     is written into the repository's notebooks/ while nbval runs them."""
     import nbformat
