@@ -19,7 +19,8 @@ class Profile:
     models: dict[str, str]  # role -> asset name (offline) or hub id
     datasets: dict[str, str]  # role -> asset name (offline) or hub id
     # reply length for the generations of notebooks 05-09 (05's model and what follows from it); the run's sizes
-    # per profile are in configs/sft-chat.yaml (its `profiles:` block), which notebook 05 and `python -m ftlib.sft` both read
+    # per profile are in configs/sft-chat.yaml (its `profiles:` block), which notebook 05 and `python -m ftlib.sft`
+    # both read
     max_new_tokens: int = 64
 
 
