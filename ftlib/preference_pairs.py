@@ -6,12 +6,14 @@ teach exactly that difference, from instruction records with short reference ans
 
 * **chosen** — the reference answer, nothing more (the chat template closes it with the end token);
 * **rejected** — the *same* answer, then more: the answer repeated (kind ``"repeat"``), or the next record's
-  instruction and answer run on as if the model wrote the next turn itself (kind ``"next-task"``).
+  instruction and answer run on as if the model wrote the next turn itself (kind ``"next-task"``); or the answer
+  cut short, its first half closed by the end token (kind ``"cut-short"``).
 
-Both replies share their start, so the only thing that tells them apart is what comes after the answer: the end
-token, or more text. DPO then learns to prefer stopping right after an answer, a preference one can read off
-the replies (stop rate, length, repetition) without a judge. The pairs are made deterministically, so the same
-records give the same pairs on any machine.
+The two replies share their start, so what tells them apart is where the end token comes: right after the answer
+(chosen), later, or too early. The third kind matters: with only the first two, "end the reply" is the cheapest
+way to win every pair, and a few steps of DPO teach the model to answer with nothing at all. Together they ask
+for the end token *exactly* after the answer, a preference one can read off the replies (stop rate, length,
+repetition) without a judge. The pairs are made deterministically: the same records give the same pairs anywhere.
 """
 from __future__ import annotations
 
@@ -21,13 +23,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import datasets
 
-KINDS = ("repeat", "next-task")
+KINDS = ("repeat", "next-task", "cut-short")
 
 
 def ramble(answer: str, kind: str, next_record: dict | None = None) -> str:
     """The answer, then what a model that does not stop writes next: the answer twice more (``"repeat"``), or
-    another task's instruction and answer (``"next-task"``, needs ``next_record``)."""
+    another task's instruction and answer (``"next-task"``, needs ``next_record``); or the answer's first half
+    of words (``"cut-short"``, for answers of two words or more)."""
     answer = answer.strip()
+    if kind == "cut-short":
+        words = answer.split(" ")
+        if len(words) < 2:
+            raise ValueError(f"a one-word answer cannot be cut short: {answer!r}")
+        return " ".join(words[:len(words) // 2])
     if kind == "repeat":
         return "\n".join([answer] * 3)
     if kind == "next-task":
@@ -63,7 +71,8 @@ def short_answer_records(records: Sequence[dict], max_answer_chars: int = 120,
 def stop_pairs(records: Sequence[dict], n_pairs: int | None = None, max_answer_chars: int = 120,
                exclude: Collection[str] = ()) -> datasets.Dataset:
     """Preference pairs (``messages``, ``chosen``, ``rejected``, ``kind``) from the short-answer records among
-    ``records`` (see ``short_answer_records``), in their order; the kinds alternate (repeat, next-task, ...).
+    ``records`` (see ``short_answer_records``), in their order; the kinds take turns (repeat, next-task,
+    cut-short, repeat, ...), except that a one-word answer, which cannot be cut short, gets "repeat" instead.
     ``n_pairs``: at most this many."""
     import datasets
 
@@ -78,6 +87,8 @@ def stop_pairs(records: Sequence[dict], n_pairs: int | None = None, max_answer_c
     rows = []
     for i, record in enumerate(usable[:n_pairs] if n_pairs is not None else usable):
         kind = KINDS[i % len(KINDS)]
+        if kind == "cut-short" and len(record["output"].strip().split(" ")) < 2:
+            kind = "repeat"
         following = usable[(i + 1) % len(usable)]
         rows.append({"messages": [{"role": "user", "content": user_turn(record)}],
                      "chosen": record["output"].strip(),

@@ -11,33 +11,39 @@ RECORDS = [
     {"instruction": "Summarise this.", "input": "A long text.", "output": "Short."},  # its input joins the question
     {"instruction": "Write an essay.", "input": "", "output": "x" * 500},  # too long an answer: skipped
     {"instruction": "What is 2 + 2?", "input": "", "output": " 4 "},
+    {"instruction": "Describe the sky.", "input": "", "output": "The sky is blue today."},
 ]
 
 
 def test_short_answer_records_keep_plain_questions_with_short_answers():
     kept = short_answer_records(RECORDS, max_answer_chars=120)
     assert [r["instruction"] for r in kept] == ["Name a primary colour.", "Translate 'cat' into French.",
-                                                "Summarise this.", "What is 2 + 2?"]
+                                                "Summarise this.", "What is 2 + 2?", "Describe the sky."]
     with pytest.raises(ValueError, match="positive"):
         short_answer_records(RECORDS, 0)
     twice = RECORDS + [dict(RECORDS[0], output="Blue.")]  # the same instruction again: kept once
-    assert len(short_answer_records(twice)) == 4
-    assert [r["output"] for r in short_answer_records(RECORDS, exclude={"Name a primary colour.",
-                                                                        "Summarise this.\n\nA long text."})] == \
+    assert len(short_answer_records(twice)) == 5
+    assert [r["output"] for r in short_answer_records(RECORDS[:5], exclude={"Name a primary colour.",
+                                                                            "Summarise this.\n\nA long text."})] == \
         ["Chat.", " 4 "]
 
 
 def test_stop_pairs_chosen_is_the_answer_and_rejected_runs_on_past_it():
     pairs = stop_pairs(RECORDS)
-    assert pairs["kind"] == ["repeat", "next-task", "repeat", "next-task"]
-    assert pairs["chosen"] == ["Red.", "Chat.", "Short.", "4"]
+    # "Short." is one word: it cannot be cut short, so it gets "repeat"; the sky can
+    assert pairs["kind"] == ["repeat", "next-task", "repeat", "repeat", "next-task"]
+    assert pairs["chosen"] == ["Red.", "Chat.", "Short.", "4", "The sky is blue today."]
     assert pairs["rejected"][0] == "Red.\nRed.\nRed."
     assert pairs["rejected"][1] == "Chat.\nSummarise this.\n\nA long text.\nShort."  # the next task, run on
     assert pairs["rejected"][2] == "Short.\nShort.\nShort."
-    assert pairs["rejected"][3] == "4\nName a primary colour.\nRed."  # the last one wraps round
+    assert pairs["rejected"][4] == "The sky is blue today.\nName a primary colour.\nRed."  # wraps round
     assert pairs["messages"][2] == [{"role": "user", "content": "Summarise this.\n\nA long text."}]
+    cut = stop_pairs([RECORDS[0], RECORDS[1], RECORDS[5]])  # red, cat, the sky: the sky comes third
+    assert cut["kind"] == ["repeat", "next-task", "cut-short"] and cut["rejected"][2] == "The sky"
+    assert ramble("The sky is blue today.", "cut-short") == "The sky"
     for p in pairs:
-        assert p["rejected"].startswith(p["chosen"]) and len(p["rejected"]) > len(p["chosen"])
+        if p["kind"] != "cut-short":
+            assert p["rejected"].startswith(p["chosen"]) and len(p["rejected"]) > len(p["chosen"])
     assert stop_pairs(RECORDS, n_pairs=2)["chosen"] == ["Red.", "Chat."]
     assert stop_pairs(RECORDS, n_pairs=2)["rejected"][1] == "Chat.\nSummarise this.\n\nA long text.\nShort."
 
@@ -51,16 +57,24 @@ def test_stop_pairs_say_what_is_wrong_with_bad_input():
         ramble("a", "shout")
     with pytest.raises(ValueError, match="next_record"):
         ramble("a", "next-task")
+    with pytest.raises(ValueError, match="one-word"):
+        ramble("Red.", "cut-short")
 
 
-def test_tokenised_pairs_differ_only_after_the_answer(tokenizer):
-    """In the article's template the chosen reply is answer + end token; the rejected one starts with the same
-    answer tokens and carries on where the chosen one ends: the end token is the first token that differs."""
-    pairs = dpo.tokenise_preferences(stop_pairs(RECORDS), tokenizer, chat_template=ARTICLE_CHAT_TEMPLATE)
+def test_tokenised_pairs_differ_where_the_end_token_comes(tokenizer):
+    """In the article's template a reply is its text + newline + end token. Rambling pairs first differ at the
+    chosen reply's end token (where the rejected one goes on); cut-short pairs where the rejected one ends (its
+    newline, where the chosen one goes on with the answer)."""
+    records = RECORDS + [{"instruction": "Name two fruits.", "input": "", "output": "Apples and pears."}]
+    text = stop_pairs(records)
+    pairs = dpo.tokenise_preferences(text, tokenizer, chat_template=ARTICLE_CHAT_TEMPLATE)
     eos = tokenizer.eos_token_id
-    for p in pairs:
+    assert "cut-short" in text["kind"]
+    for p, kind in zip(pairs, text["kind"]):
         chosen, rejected = p["chosen_ids"], p["rejected_ids"]
         assert chosen[-1] == eos and rejected[-1] == eos
         first_diff = next(i for i, (a, b) in enumerate(zip(chosen, rejected)) if a != b)
-        assert first_diff == len(chosen) - 1  # the chosen reply's end token, where the rejected one goes on
-        assert len(rejected) > len(chosen)
+        if kind == "cut-short":
+            assert first_diff == len(rejected) - 2 and tokenizer.decode(rejected[first_diff:-1]) == "\n"
+        else:
+            assert first_diff == len(chosen) - 1
