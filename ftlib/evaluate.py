@@ -7,11 +7,15 @@
   learned its end token (the article's pad = eos masking bug) rambles until ``max_new_tokens``: its loss can look
   fine while almost none of its replies stop.
 * **Reply lengths**: tokens before the end token (or the limit). A spike at the limit = replies that never stop.
+* **Repetition**: the share of replies that repeat some 3-gram of words 4 or more times (``repeats_ngram``): the
+  loop a small model falls into when it does not know how to end ("1. 1. 1. 1.", one line four times).
 * **Probes**: a fixed list of prompts answered greedily before and after, so changes are seen, not guessed.
 """
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -108,6 +112,28 @@ def reply_lengths(replies: Sequence[Generation | Sequence[int]], stop_ids: Colle
     return lengths
 
 
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def repeats_ngram(text: str, n: int = 3, times: int = 4) -> bool:
+    """Whether some n-gram of words (lower-cased; each punctuation mark counts as a word) occurs ``times`` or more
+    times in ``text``: the sign of a reply stuck in a loop. Overlapping occurrences count ("1.1.1.1.1" repeats
+    "1 . 1" four times); a short reply or a list of different items does not."""
+    if n < 1 or times < 2:
+        raise ValueError(f"n must be >= 1 and times >= 2, got n={n}, times={times}")
+    words = _WORD.findall(text.lower())
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return bool(grams) and max(grams.values()) >= times
+
+
+def repetition_rate(replies: Sequence[Generation | str], n: int = 3, times: int = 4) -> float:
+    """Share of replies (``Generation`` objects or strings) for which ``repeats_ngram`` holds."""
+    if not replies:
+        raise ValueError("no replies given: the repetition rate is undefined for an empty list")
+    texts = [r.text if isinstance(r, Generation) else r for r in replies]
+    return float(np.mean([repeats_ngram(t, n, times) for t in texts]))
+
+
 # ---------------------------------------------------------------- generation-based evaluation
 @dataclass
 class GenerationReport:
@@ -125,6 +151,10 @@ class GenerationReport:
     def lengths(self) -> list[int]:
         return reply_lengths(self.replies)
 
+    @property
+    def repetition_rate(self) -> float:
+        return repetition_rate(self.replies)
+
     def select(self, indices: Iterable[int]) -> GenerationReport:
         """The report of a subset of the prompts: one batched ``generate_replies`` call can serve several reports."""
         indices = list(indices)
@@ -135,7 +165,8 @@ class GenerationReport:
         lengths = np.asarray(self.lengths)
         return {"stop_rate": self.stop_rate, "mean_length": float(lengths.mean()),
                 "median_length": float(np.median(lengths)),
-                "at_limit": float(np.mean([r.finish_reason == "length" for r in self.replies]))}
+                "at_limit": float(np.mean([r.finish_reason == "length" for r in self.replies])),
+                "repetition_rate": self.repetition_rate}
 
 
 def generate_replies(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8,

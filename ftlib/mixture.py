@@ -13,6 +13,7 @@ Held out before anything is mixed: instructions for the before/after generations
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class Mixture:
     train: datasets.Dataset  # messages, plus ``source`` (instruction | chained | chat | identity)
     eval: datasets.Dataset  # messages: held-out instructions for the eval loss
     test: list[dict]  # held-out Alpaca records (instruction/input/output) for generations
+    unused: list[dict] = dataclasses.field(default_factory=list)  # Alpaca records the mixture left out (08's pairs)
 
 
 def rename_assistant(text: str, name: str, author: str) -> str:
@@ -92,7 +94,7 @@ def build_mixture(cfg: MixtureConfig = MixtureConfig(), profile: Profile | str |
     pool = rest[cfg.instructions:]
     for i in range(cfg.chained):
         turns = 2 + i % 2
-        picked, pool = pool[:turns], pool[turns:]
+        picked, pool = pool[:turns], pool[turns:]  # what is left of the pool at the end: unused
         rows.append({"messages": [m for r in picked for m in _as_chat(r)], "source": "chained"})
     chats = ftdata.load_chats(profile)
     order = list(range(len(chats)))
@@ -107,4 +109,4 @@ def build_mixture(cfg: MixtureConfig = MixtureConfig(), profile: Profile | str |
     rows += [{"messages": _as_chat(r), "source": "identity"} for r in english] * cfg.identity_repeats
     rng.shuffle(rows)
     eval_ds = datasets.Dataset.from_list([{"messages": _as_chat(r)} for r in evals])
-    return Mixture(train=datasets.Dataset.from_list(rows), eval=eval_ds, test=test)
+    return Mixture(train=datasets.Dataset.from_list(rows), eval=eval_ds, test=test, unused=pool)

@@ -18,8 +18,9 @@ class Profile:
     offline: bool  # True: every source is a registry asset and the hub is never contacted
     models: dict[str, str]  # role -> asset name (offline) or hub id
     datasets: dict[str, str]  # role -> asset name (offline) or hub id
-    # reply length for the before/after generations of notebooks 05-06; the run's sizes per profile are in
-    # configs/sft-chat.yaml (its `profiles:` block), which notebook 05 and `python -m ftlib.sft` both read
+    # reply length for the generations of notebooks 05-09 (05's model and what follows from it); the run's sizes
+    # per profile are in configs/sft-chat.yaml (its `profiles:` block), which notebook 05 and `python -m ftlib.sft`
+    # both read
     max_new_tokens: int = 64
 
 
@@ -52,7 +53,7 @@ PROFILES: dict[str, Profile] = {
         name="tiny",
         offline=True,
         # random-weight models of a few MB (ftlib.tiny.tiny_model_dir): CI runs the hub-gpu control flow of
-        # notebooks 05-06 with them in seconds. The base one has no chat template, like Llama-3.2-1B.
+        # notebooks 05, 06, 08 and 09 with them in seconds. The base one has no chat template, like Llama-3.2-1B.
         models={"instruct": "tiny-instruct", "base": "tiny-base"},
         datasets={"alpaca": "alpaca-demo", "chat": "sharegpt-chats", "identity": "identity",
                   "preference": "dpo-demo", "questions": "mt-bench-questions"},

@@ -39,7 +39,7 @@ TINY_ROLES = ("tiny-base", "tiny-instruct")
 def tiny_model_dir(name: str) -> str:
     """A tiny random-weight model saved in HF format under ``$FTLIB_HOME/tiny/<name>``, built once.
 
-    The ``tiny`` profile points its roles here so CI runs the hub-gpu control flow of notebooks 05-06 in seconds:
+    The ``tiny`` profile points its roles here so CI runs the hub-gpu control flow of notebooks 05-09 in seconds:
     ``tiny-base`` has no chat template (like Llama-3.2-1B), ``tiny-instruct`` keeps SmolLM2's. Both use the
     offline SmolLM2 tokenizer, so its asset must be fetched."""
     import json

@@ -38,8 +38,8 @@ def base():
 
 @pytest.fixture(scope="session")
 def tiny_course(tmp_path_factory):
-    """A copy of the course folder (notebooks 01, 05, 06 and the configs) where notebook 05 has been executed under
-    the ``tiny`` profile, its model saved in ``notebooks/outputs/sft-chat-tiny/final`` for 06 to load. Returns that
+    """A copy of the course folder (notebooks 01, 05, 06, 08, 09 and the configs) where notebook 05 has been executed
+    under the ``tiny`` profile, its model saved in ``notebooks/outputs/sft-chat-tiny/final`` for 06-09. Returns that
     notebooks folder and the executed 05. Shared, as each execution costs a kernel start-up; a copy, so that nothing
     is written into the repository's notebooks/ while nbval runs them."""
     import nbformat
@@ -50,7 +50,7 @@ def tiny_course(tmp_path_factory):
     notebooks = home / "notebooks"
     notebooks.mkdir()
     (home / "configs").symlink_to(root / "configs")  # the notebooks read ../configs/sft-chat.yaml
-    for name in ("01_generation.ipynb", "05_sft.ipynb", "06_chat.ipynb"):
+    for name in ("01_generation.ipynb", "05_sft.ipynb", "06_chat.ipynb", "08_dpo.ipynb", "09_evaluate.ipynb"):
         shutil.copy(root / "notebooks" / name, notebooks / name)
     with pytest.MonkeyPatch.context() as m:
         m.setenv("FTLIB_PROFILE", "tiny")

@@ -108,3 +108,46 @@ def test_probe_table_shows_how_each_reply_ended():
     assert table[0] == "### probe 1"
     assert "[limit]" in table[1] and "line one⏎line two" in table[1]
     assert "[stop]" in table[2] and table[2].endswith("short")
+
+
+def _naive_repeats(words, n, times):
+    """The peer: count every n-gram by scanning the whole list for each start position."""
+    return any(sum(words[j:j + n] == words[i:i + n] for j in range(len(words) - n + 1)) >= times
+               for i in range(len(words) - n + 1))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1. 1.1.1.1.1.1.1.1", True),  # the degenerate list of notebook 05: "1 . 1" over and over
+    ("Roses are red.\nRoses are red.\nRoses are red.\nRoses are red.", True),  # one line four times
+    ("Roses are red.\nRoses are red.\nRoses are red.", False),  # three times is not four
+    ("1. Cat\n2. Dog\n3. Bird\n4. Fish\n5. Horse", False),  # a list of different items
+    ("The capital of Japan is Tokyo.", False),
+    ("", False),
+])
+def test_repeats_ngram_finds_a_loop_not_a_list(text, expected):
+    assert ev.repeats_ngram(text) is expected
+    words = ev._WORD.findall(text.lower())
+    assert ev.repeats_ngram(text) == _naive_repeats(words, 3, 4)
+
+
+def test_repeats_ngram_agrees_with_a_naive_count_on_random_texts():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        words = [rng.choice("a b c .".split()) for _ in range(rng.randint(0, 16))]
+        n, times = rng.randint(1, 3), rng.randint(2, 4)
+        assert ev.repeats_ngram(" ".join(words), n, times) == _naive_repeats(words, n, times)
+    with pytest.raises(ValueError, match="times"):
+        ev.repeats_ngram("a b c", times=1)
+
+
+def test_repetition_rate_is_the_share_of_looping_replies():
+    from ftlib.generation import Generation
+
+    replies = [Generation("a b c a b c a b c a b c"), "a short answer", Generation("fine"), "x y z"]
+    assert ev.repetition_rate(replies) == 0.25
+    report = ev.GenerationReport(["p"] * 4, [Generation(r) if isinstance(r, str) else r for r in replies], 8)
+    assert report.summary()["repetition_rate"] == 0.25
+    with pytest.raises(ValueError, match="empty"):
+        ev.repetition_rate([])

@@ -33,6 +33,16 @@ def test_mixture_holds_out_before_mixing_and_is_deterministic():
     assert not {t["instruction"] for t in a.test} & users
     assert not {m[0]["content"] for m in a.eval["messages"]} & users
     assert all(not t["input"] and len(t["output"]) <= cfg.test_max_output_chars for t in a.test)
+    # the unused Alpaca records (notebook 08's preference pairs) are the records no part of the mixture took (the
+    # demo file holds a few duplicates, so the same text can still occur in both: 08 excludes those by text)
+    from ftlib.data import load_instructions
+
+    eligible = [r for r in load_instructions("offline") if len(r["output"]) <= cfg.max_output_chars]
+    chained_records = sum(2 + i % 2 for i in range(6))
+    assert len(a.unused) == len(eligible) - len(a.test) - len(a.eval) - 30 - chained_records
+    test_ids = {id(r) for r in a.test}
+    assert not any(id(r) in test_ids for r in a.unused) and len({id(r) for r in a.unused}) == len(a.unused)
+    assert a.unused == b.unused
     # chained chats alternate user/assistant over 2-3 exchanges; renamed chats mention no Vicuna
     for msgs, src in zip(a.train["messages"], sources):
         roles = [m["role"] for m in msgs]

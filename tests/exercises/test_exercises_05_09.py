@@ -61,9 +61,13 @@ def split_loss(losses, targets, end_ids):
     return losses[~is_end].mean(), losses[is_end].mean()
 
 
+def sample_labels(input_ids, prompt_length, pad_id):
+    return [-100] * prompt_length + list(input_ids[prompt_length:])
+
+
 SOLVED = {"05.1": shifted_loss, "05.2": micro_batch_losses, "06.1": article_prompt, "06.2": cut_reply,
           "07.1": 1792, "07.2": lora_forward, "08.1": dpo_loss, "08.2": sequence_logps, "09.1": labels_for,
-          "09.2": split_loss}
+          "09.2": split_loss, "09.3": sample_labels}
 
 
 def test_every_exercise_has_a_solution_here():
@@ -124,6 +128,11 @@ WRONG = [
     ("08.2", lambda lg, lb: -sequence_logps(lg, lb), "a log-probability is at most 0"),
     ("09.1", lambda ids, mask, pad: ids.masked_fill(ids == pad, -100), "the article's bug"),
     ("09.2", lambda losses, t, e: split_loss(losses, t, e)[::-1], "the wrong way round"),
+    ("09.3", lambda ids, n, pad: [-100 if i < n or t == pad else t for i, t in enumerate(ids)],
+     "stopped on 0 of 6 replies: the end token's label is -100"),
+    ("09.3", lambda ids, n, pad: list(ids), "stopped on 6 of 6 replies, but you train the prompt too"),
+    ("09.3", lambda ids, n, pad: [-100] * n + list(ids[n:-1]), "one label per token (9 per sample), not 8"),
+    ("09.3", lambda ids, n, pad: [-100] * (n + 1) + list(ids[n + 1:]), "expected labels"),
     ("09.2", lambda losses, t, e: (split_loss(losses, t, e)[0], losses.mean()), "the overall mean"),
 ]
 
@@ -152,6 +161,17 @@ def test_checks_leave_the_learners_random_state_alone():
     for key in SOLVED:
         exercise(key).check(SOLVED[key])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_stop_check_measures_what_the_end_label_does():
+    """09.3's check trains a tiny model: with the end token trained every reply stops, without it none does."""
+    from ftlib.course.exercises.nb07_09 import _stop_samples, _stops_after_training
+
+    ids = _stop_samples()
+    labels = torch.tensor([sample_labels(row.tolist(), 4, 2) for row in ids])
+    assert _stops_after_training(labels) == 6
+    labels[:, -1] = -100
+    assert _stops_after_training(labels) == 0
 
 
 # ---------------------------------------------------------------- the solutions notebooks

@@ -1,5 +1,6 @@
-"""Notebooks 05 and 06 under the ``tiny`` profile: the hub-gpu control flow (base model without a chat template,
-full fine-tuning, saving, chatting with the result) on random-weight models of a few MB, on every CI run.
+"""Notebooks 05, 06, 08 and 09 under the ``tiny`` profile: the hub-gpu control flow (base model without a chat
+template, full fine-tuning, saving, chatting with the result, DPO on 05's model, evaluating both) on random-weight
+models of a few MB, on every CI run.
 
 nbval runs the notebooks with the offline profile and compares checked cells; this test only executes them
 top to bottom under another profile, so a path that the offline run never takes cannot rot unnoticed."""
@@ -63,3 +64,43 @@ def test_notebook_05_with_train_false_loads_what_make_prepare_made(tmp_path, mon
     assert "TRAIN = False: loaded the prepared run in outputs/sft-chat-tiny (3 steps)" in text
     assert "sft: 100%" not in text  # no training bar: nothing was trained
     assert "3 steps," in text  # the loss-curve cell read the prepared metrics
+
+
+def _execute(notebooks: Path, name: str):
+    nb = nbformat.read(notebooks / name, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebooks)}}).execute()
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_notebooks_08_and_09_run_on_the_tiny_05_model(tiny_course, monkeypatch):
+    """One model through the course: 08 starts from the model 05 saved for the active profile and saves its own;
+    09 evaluates both. Neither falls back to another model."""
+    notebooks, _ = tiny_course
+    monkeypatch.setenv("FTLIB_PROFILE", "tiny")
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    text_08 = _execute(notebooks, "08_dpo.ipynb")
+    assert "notebook 05's model loaded from outputs/sft-chat-tiny/final" in text_08
+    dpo_final = notebooks / "outputs" / "dpo-tiny" / "final"
+    assert (dpo_final / "model.safetensors").exists() and (dpo_final / "chat_template.jinja").exists()
+    text_09 = _execute(notebooks, "09_evaluate.ipynb")
+    assert "'05 SFT': 'outputs/sft-chat-tiny/final', '08 DPO': 'outputs/dpo-tiny/final'" in text_09
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, says", [("08_dpo.ipynb", "run notebook 05 with PROFILE='tiny' first"),
+                                        ("09_evaluate.ipynb", "run notebook 05 (it fine-tunes the base model")])
+def test_without_05_s_model_08_and_09_say_how_to_make_it(tmp_path, monkeypatch, name, says):
+    from nbclient.exceptions import CellExecutionError
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    nb.cells = nb.cells[:3]  # the title, the PROFILE cell and the set-up cell that looks for 05's model
+    monkeypatch.setenv("FTLIB_PROFILE", "tiny")
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with pytest.raises(CellExecutionError) as error:
+        NotebookClient(nb, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(notebooks)}}).execute()
+    assert "FileNotFoundError" in str(error.value) and says in str(error.value)

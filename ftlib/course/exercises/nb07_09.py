@@ -193,3 +193,68 @@ def _split_loss(fn) -> str | None:
     if close(pair[1], end * 2):
         return "your end loss is the sum over the 2 end tokens; it is their mean"
     return f"yours are ({pair[0]:.4f}, {pair[1]:.4f}); response_loss gives ({content:.4f}, {end:.4f})"
+
+
+N_STOP, PROMPT_LEN, REPLY_LEN, LIMIT, STEPS = 6, 4, 4, 8, 40  # 15 steps already stop all 6: a wide margin
+
+
+def _stop_samples() -> torch.Tensor:
+    """Six fixed samples: BOS and 3 prompt tokens, a 4-token reply, the end token (pad == eos, as in the article)."""
+    ids = torch.randint(3, 64, (N_STOP, PROMPT_LEN + REPLY_LEN + 1), generator=torch.Generator().manual_seed(1))
+    ids[:, 0], ids[:, -1] = 1, END
+    return ids
+
+
+def _stops_after_training(labels: torch.Tensor) -> int:
+    """Train a tiny random Llama on the samples with ``labels`` (``STEPS`` AdamW steps, about a second), then
+    count the greedy replies to the six prompts that emit the end token within ``LIMIT`` new tokens."""
+    from ftlib.tiny import tiny_llama
+
+    ids = _stop_samples()
+    with torch.random.fork_rng():  # tiny_llama seeds torch: leave the learner's random state alone
+        model = tiny_llama(vocab_size=64).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(STEPS):
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    out = ids[:, :PROMPT_LEN]
+    stopped = torch.zeros(N_STOP, dtype=torch.bool)
+    with torch.no_grad():
+        for _ in range(LIMIT):
+            nxt = model(input_ids=out).logits[:, -1].argmax(-1)
+            stopped |= nxt == END
+            out = torch.cat([out, nxt[:, None]], dim=1)
+    return int(stopped.sum())
+
+
+@register("09.3", "fix the end-token label and count the stops",
+          hint="only the prompt is masked: keep every label from prompt_length on, the end token included, "
+               "whatever its id",
+          success="the tiny model trained on your labels stops on all 6 replies: the end token is a target, so "
+                  "the model learned to emit it.")
+def _stop_labels(fn) -> str | None:
+    ids = _stop_samples()
+    rows = [fn(row.tolist(), PROMPT_LEN, END) for row in ids]
+    if all(r is None for r in rows):
+        return NOT_YET
+    try:
+        labels = torch.tensor([list(r) for r in rows], dtype=torch.long)
+    except (TypeError, ValueError):
+        return "return one list of labels per sample (whole numbers, -100 for tokens not trained)"
+    if labels.shape != ids.shape:
+        return f"return one label per token ({ids.shape[1]} per sample), not {len(rows[0])}"
+    stops = _stops_after_training(labels)
+    expected = ids.clone()
+    expected[:, :PROMPT_LEN] = -100
+    said = f"trained on your labels, the tiny model stopped on {stops} of {N_STOP} replies"
+    if torch.equal(labels, expected) and stops == N_STOP:
+        return None
+    if (labels[:, -1] == -100).all():
+        return f"{said}: the end token's label is -100 (it equals the pad id), so the model is never taught to " \
+               "stop — the article's bug"
+    if torch.equal(labels, ids):
+        return f"{said}, but you train the prompt too: only the reply and its end token are targets"
+    return f"{said}; expected labels {expected[0].tolist()} for the first sample, got {labels[0].tolist()}"
