@@ -115,13 +115,14 @@ def reply_lengths(replies: Sequence[Generation | Sequence[int]], stop_ids: Colle
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
-def repeats_ngram(text: str, n: int = 3, times: int = 4) -> bool:
-    """Whether some n-gram of words (lower-cased; each punctuation mark counts as a word) occurs ``times`` or more
-    times in ``text``: the sign of a reply stuck in a loop. Overlapping occurrences count ("1.1.1.1.1" repeats
-    "1 . 1" four times); a short reply or a list of different items does not."""
+def repeats_ngram(tokens: str | Sequence, n: int = 3, times: int = 4) -> bool:
+    """Whether some n-gram occurs ``times`` or more times: the sign of a reply stuck in a loop. ``tokens`` is a
+    sequence (token ids, words) or a text, read as lower-cased words where each punctuation mark counts as a word.
+    Overlapping occurrences count ("1.1.1.1.1" repeats "1 . 1" four times); a short reply or a list of different
+    items does not."""
     if n < 1 or times < 2:
         raise ValueError(f"n must be >= 1 and times >= 2, got n={n}, times={times}")
-    words = _WORD.findall(text.lower())
+    words = _WORD.findall(tokens.lower()) if isinstance(tokens, str) else list(tokens)
     grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
     return bool(grams) and max(grams.values()) >= times
 

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
 
+from ftlib.evaluate import repeats_ngram  # noqa: F401  (also this module's: 05 imports it from here)
 from ftlib.generation import Generation
 
 RULE = """\
@@ -91,12 +92,6 @@ def is_right(reply: str, answers: Sequence[str]) -> bool:
     """``RULE``: the reply's first line contains an accepted answer as whole words, both normalised."""
     line = first_line(reply)
     return any(contains_words(line, answer) for answer in answers)
-
-
-def repeats_ngram(tokens: Sequence, n: int = 3, times: int = 4) -> bool:
-    """Whether any run of ``n`` consecutive tokens (ids or words) occurs ``times`` or more times: a looping reply."""
-    counts = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-    return any(c >= times for c in counts.values())
 
 
 # ---------------------------------------------------------------- scores
