@@ -7,7 +7,7 @@ from a run that fails after ten minutes.
 
 The time estimate times a few matmuls of Gemma-3-270M's shapes in the training dtype for about a second and
 scales by the FLOPs of one training step of 05's offline config. Its constants are calibrated on the reference
-run (48 steps in 217 s, 2 cores with native bf16; fp32 training about 2.2x as long, docs/benchmarks.md), so it is
+run (48 steps in 215 s, 2 cores with native bf16; fp32 training about 2.2x as long, docs/benchmarks.md), so it is
 an estimate: other workloads, thermal limits and memory bandwidth move real runs by tens of percent.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ftlib import device as dev
 
 # What notebook 05 needs (offline profile), measured in its committed run (docs/benchmarks.md). GB here are GiB
 # (2**30 bytes), as ru_maxrss / 2**20 in 05's last cell and as below.
-PEAK_RAM_GB = 5.4
+PEAK_RAM_GB = 5.2
 ASSETS_GB = 2.2   # the offline asset cache, all of it (models + data): 2.36e9 bytes
 MODEL_GB = 1.1    # the merged model 05 saves for 06, 08 and 09
 LOW_RAM_GB = 8.0  # below this total, change 05's config (see advice)
@@ -40,7 +40,7 @@ STEPS = 48
 # reference machine (2 cores, avx512_bf16) predicts its 217 s in bf16 and 2.2 x 217 s in fp32. Measured there:
 # bf16 380 GFLOP/s (matmuls alone: 3.47 min of the 3.62), fp32 176 GFLOP/s (7.47 min of 7.96).
 # The reference run: notebook 05's committed run (docs/benchmarks.md); CAL scales with its training time.
-REF_TRAIN_S, REF_NOTEBOOK_MIN = 217, 5.6
+REF_TRAIN_S, REF_NOTEBOOK_MIN = 215, 6.1  # 2026-12-07 (was 217 s, 5.6 min with session 5's recipe)
 CAL = {"bfloat16": 1.04 * REF_TRAIN_S / 217, "float32": 1.07 * REF_TRAIN_S / 217}
 NOTEBOOK_PER_TRAINING = REF_NOTEBOOK_MIN * 60 / REF_TRAIN_S  # the whole notebook around its training
 
@@ -187,8 +187,8 @@ def advise(f: Facts) -> list[str]:
     if f.disk_free_gb < f.disk_needed_gb:
         lines.append(f"disk: {f.disk_free_gb:.1f} GB free, {f.disk_needed_gb:.1f} GB needed (asset cache "
                      f"{ASSETS_GB} GB + the saved model {MODEL_GB} GB): free some space before `make assets`.")
-    lines.append(f"estimate: notebook 05 trains in about {f.training_minutes:.0f} min here "
-                 f"(whole notebook about {f.notebook_minutes:.0f} min); reference {REF_TRAIN_S / 60:.1f} min of "
+    lines.append(f"estimate: notebook 05 trains in about {f.training_minutes:.1f} min here "
+                 f"(whole notebook about {f.notebook_minutes:.1f} min); reference {REF_TRAIN_S / 60:.1f} min of "
                  f"training, {REF_NOTEBOOK_MIN} min in all, on 2 cores with native bf16. An estimate from a "
                  "1-second matmul timing, not a promise.")
     return lines

@@ -47,7 +47,7 @@ def test_cpu_with_native_bf16_trains_in_bf16_and_matches_the_reference(machine, 
     assert (facts.device, facts.train_dtype, facts.generation_dtype, facts.native_bf16) == \
         ("cpu", "bfloat16", "float32", True)
     assert "native bf16" in advice and "twice" not in advice
-    # the calibration: the reference machine's measured rate (380 GFLOP/s) predicts its 217 s of training
+    # the calibration: the reference machine's measured rate (380 GFLOP/s) predicts its reference training time
     training, notebook = doctor.estimate_minutes(380.0, torch.bfloat16)
     assert training == pytest.approx(doctor.REF_TRAIN_S / 60, rel=0.02)
     assert notebook == pytest.approx(doctor.REF_NOTEBOOK_MIN, rel=0.02)
