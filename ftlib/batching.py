@@ -225,7 +225,7 @@ class _Rows(Dataset):
         return [self._sample(j) for j in self.groups[i]] if self.groups is not None else self._sample(i)
 
 
-def make_dataloader(tokenised, strategy: Strategy, batch_size: int, max_length: int | None = None,
+def make_dataloader(tokenised, strategy: Strategy, batch_size: int, max_length: int | None = None, *,
                     shuffle: bool = True, seed: int = 0, pad_token_id: int = 0, group_by_length: bool = True,
                     attention: Literal["mask", "position_ids"] = "mask",
                     mask_dtype: torch.dtype = torch.float32) -> DataLoader:

@@ -113,6 +113,15 @@ def load_preferences(profile: Profile | str | None = None) -> datasets.Dataset:
     return ds
 
 
+def load_questions(profile: Profile | str | None = None) -> list[dict]:
+    """MT-Bench's 80 two-turn questions (held-out chat probes: notebook 09 asks their first turns)."""
+    profile = activate(profile)
+    source = profile.datasets.get("questions")
+    if source in ASSETS:  # a small JSON file: read as it is (no datasets cache, no progress bar)
+        return [record for _, record in read_json(require(source))]
+    return [dict(record) for record in _load("questions", profile)]
+
+
 def instructions_to_chats(ds: datasets.Dataset) -> datasets.Dataset:
     """Alpaca rows as one-exchange chats (user: instruction + input, assistant: output), for chat models."""
     def to_messages(row):
