@@ -31,7 +31,20 @@ def without_slideshow(nb: dict) -> dict:
 
 @pytest.fixture
 def copies(tmp_path) -> list[Path]:
-    return [Path(shutil.copy(p, tmp_path / p.name)) for p in NOTEBOOKS]
+    """The course notebooks with their slide metadata taken off (the committed ones carry it)."""
+    out = []
+    for p in NOTEBOOKS:
+        copy_path = tmp_path / p.name
+        copy_path.write_text(json.dumps(without_slideshow(json.loads(p.read_text())), indent=1, ensure_ascii=False)
+                             + "\n")
+        out.append(copy_path)
+    return out
+
+
+def test_the_committed_notebooks_are_marked(tmp_path):
+    """Marking a copy of a committed notebook changes nothing: `tools/slides.py mark` ran on the final notebooks."""
+    for p in NOTEBOOKS:
+        assert not slides.mark_file(Path(shutil.copy(p, tmp_path / p.name))), f"{p.name}: run tools/slides.py mark"
 
 
 def test_every_cell_gets_a_slide_type_and_nothing_else_changes(copies):

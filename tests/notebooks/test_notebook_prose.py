@@ -16,6 +16,8 @@ thousands separators are ignored ("1,000" = "1000"). A claim is exempt when
 * its sentence cites where the number comes from: ``docs/...``, a ``*.md`` file, "benchmark", "paper",
   "et al", "arXiv", "the article" (the source article's own settings and figures) or another notebook
   ("notebook 07 measures both"; that notebook's own prose test then covers the number if it repeats it), or
+* it is a long cell's announcement (``⏱ about 4 minutes, 5 GB: ...``), whose figures tests/test_timing.py checks
+  against the notebook's execution records, or
 * it is marked as not from this run with the explicit convention ``<!-- not measured -->``: an HTML comment,
   invisible when rendered, inside the same sentence (before its full stop). Use it for arithmetic ("16 bytes
   per parameter, 19.8 GB") and general facts, and say so in the words too; a machine's timings belong in the
@@ -68,8 +70,8 @@ def claims(markdown: str) -> list[tuple[str, str]]:
         for sentence in _sentences(_prose(paragraph)):
             if CITES.search(sentence):
                 continue
-            if MARKER in sentence:
-                continue
+            if MARKER in sentence or sentence.lstrip().startswith("⏱"):
+                continue  # ⏱ announces a long cell from the execution records (tests/test_timing.py checks it)
             numbers = [m.group(1) for m in WITH_UNIT.finditer(sentence) if not HARDWARE.match(sentence, m.end())]
             numbers += [n for m in RANGE.finditer(sentence) for n in m.groups()[:2]]
             numbers += [m.group(1) for m in AFTER_LOSS.finditer(sentence)]
