@@ -49,15 +49,16 @@ PYTEST  := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=5
 RUN_NB   = OMP_NUM_THREADS=1 $(PIN_ISA) $(PYTEST) $(NBVAL)
 
 # `make test` is a queue of one-thread jobs on two slots (make -j2): more threads per job stall each other. Every
-# notebook in notebooks/ is a job of its own (found by wildcard: a new one cannot go untested), except 05 and 06,
-# one job as 06 chats with the model 05 saves; the solutions notebooks are one job. Unit tests marked `slow`
+# notebook in notebooks/ is a job of its own (found by wildcard: a new one cannot go untested), except the chain
+# 05 -> 06 -> 08 -> 09, one job as 06 and 08 use the model 05 saves and 09 05's and 08's; the solutions notebooks are
+# one job. Unit tests marked `slow`
 # (pytest marker) are a job, the others another. TEST_JOBS runs the longest first (measured in CI, see
 # docs/benchmarks.md), then any job not measured yet; `make print-jobs` lists each job and what it runs.
 NB_ALL    := $(sort $(basename $(notdir $(wildcard notebooks/[0-9][0-9]_*.ipynb))))
-NB_PAIRED := 05_sft 06_chat
-NB_SOLO   := $(filter-out $(NB_PAIRED),$(NB_ALL))
-NB_JOBS   := nb-05-06 $(addprefix nb-,$(NB_SOLO)) nb-solutions
-LONGEST_FIRST := nb-05-06 unit-slow nb-09_evaluate nb-07_lora unit-rest nb-08_dpo nb-solutions \
+NB_CHAIN  := 05_sft 06_chat 08_dpo 09_evaluate  # 06 and 08 load the model 05 saves, 09 05's and 08's
+NB_SOLO   := $(filter-out $(NB_CHAIN),$(NB_ALL))
+NB_JOBS   := nb-chain $(addprefix nb-,$(NB_SOLO)) nb-solutions
+LONGEST_FIRST := nb-chain unit-slow nb-07_lora unit-rest nb-solutions \
 	nb-02_base_vs_instruct nb-04_chat_samples nb-01_generation nb-00_setup nb-03_alpaca_samples
 ALL_JOBS  := $(NB_JOBS) unit-slow unit-rest
 TEST_JOBS := $(filter $(ALL_JOBS),$(LONGEST_FIRST)) $(filter-out $(LONGEST_FIRST),$(ALL_JOBS))
@@ -73,9 +74,9 @@ define job
 	[ $$rc = 0 ] || { cat $(NB_LOGS)/$(1).log; exit $$rc; }
 endef
 
-nb-05-06: assets
-	$(call job,$@,OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/$(word 1,$(NB_PAIRED)).ipynb \
-	    && $(RUN_NB) notebooks/$(word 2,$(NB_PAIRED)).ipynb)
+nb-chain: assets
+	$(call job,$@,OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/$(word 1,$(NB_CHAIN)).ipynb \
+	    && $(RUN_NB) $(addprefix notebooks/,$(addsuffix .ipynb,$(wordlist 2,9,$(NB_CHAIN)))))
 
 $(addprefix nb-,$(NB_SOLO)): nb-%: assets
 	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb)
@@ -91,7 +92,7 @@ unit-rest: assets
 
 # One line per job of `make test`: the job, then the notebooks (files or folders) it runs (tests/ read this).
 print-jobs:
-	@echo "nb-05-06: $(addprefix notebooks/,$(addsuffix .ipynb,$(NB_PAIRED)))"
+	@echo "nb-chain: $(addprefix notebooks/,$(addsuffix .ipynb,$(NB_CHAIN)))"
 	@$(foreach nb,$(NB_SOLO),echo "nb-$(nb): notebooks/$(nb).ipynb";)
 	@echo "nb-solutions: notebooks/solutions/"
 	@echo "unit-slow: tests/ -m slow"
