@@ -47,18 +47,15 @@ def with_changes(config, change: dict):
 
 def score(final: Path, cfg) -> dict:
     """Dev-half right answers and the held-out replies' stop rate and repetition of a saved model."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from ftlib.evaluate import generate_replies
     from ftlib.mixture import build_mixture
-    from ftlib.short_answers import load_short_answers, repeats_ngram, run_short_answers
+    from ftlib.models import load_model
+    from ftlib.short_answers import chat_prompt, load_short_answers, repeats_ngram, run_short_answers
 
-    model = AutoModelForCausalLM.from_pretrained(final).eval()
-    tokenizer = AutoTokenizer.from_pretrained(final)
+    model, tokenizer = load_model(str(final), "offline")
     _, dev = run_short_answers(model, tokenizer, load_short_answers("dev"))
     test = build_mixture(cfg.mixture, "offline", name=cfg.identity_name, author=cfg.identity_author).test
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"]}], tokenize=False,
-                                             add_generation_prompt=True) for r in test]
+    prompts = [chat_prompt(tokenizer, r["instruction"]) for r in test]
     held = generate_replies(model, tokenizer, prompts, max_new_tokens=64, batch_size=len(prompts),
                             add_special_tokens=False).replies
     return {"dev_right": dev["right"], "dev_n": dev["n"], "dev_stop_rate": dev["stop_rate"],
