@@ -50,18 +50,23 @@ RUN_NB   = OMP_NUM_THREADS=1 $(PIN_ISA) $(PYTEST) $(NBVAL)
 
 # `make test` is a queue of one-thread jobs on two slots (make -j2): more threads per job stall each other. Every
 # notebook in notebooks/ is a job of its own (found by wildcard: a new one cannot go untested), except the chain
-# 05 -> 06 -> 08 -> 09, one job as 06 and 08 use the model 05 saves and 09 05's and 08's; the solutions notebooks are
-# one job. Unit tests marked `slow`
-# (pytest marker) are a job, the others another. TEST_JOBS runs the longest first (measured in CI, see
-# docs/benchmarks.md), then any job not measured yet; `make print-jobs` lists each job and what it runs.
+# 05 -> 08 -> 09, one job as 08 uses the model 05 saves and 09 05's and 08's; the solutions notebooks are one job.
+# 06 also loads 05's model: in `make test` its job waits for the stamp the chain writes once 05 has ended
+# ($(NB_LOGS)/05.ended: "ok" or "failed"), so it runs in the other slot, last. Unit tests marked `slow` (pytest
+# marker) are a job, the others another. TEST_JOBS runs the chain and the longest others first (measured in CI, see
+# docs/benchmarks.md), then any job not measured yet, then 06; `make print-jobs` lists each job and what it runs.
 NB_ALL    := $(sort $(basename $(notdir $(wildcard notebooks/[0-9][0-9]_*.ipynb))))
-NB_CHAIN  := 05_sft 06_chat 08_dpo 09_evaluate  # 06 and 08 load the model 05 saves, 09 05's and 08's
+NB_CHAIN  := 05_sft 08_dpo 09_evaluate  # 08 loads the model 05 saves, 09 05's and 08's
+NB_AFTER_05 := 06_chat                  # loads 05's model; waits for the chain's stamp in `make test`
 NB_SOLO   := $(filter-out $(NB_CHAIN),$(NB_ALL))
 NB_JOBS   := nb-chain $(addprefix nb-,$(NB_SOLO)) nb-solutions
 LONGEST_FIRST := nb-chain unit-slow nb-07_lora unit-rest nb-solutions \
 	nb-02_base_vs_instruct nb-04_chat_samples nb-01_generation nb-00_setup nb-03_alpaca_samples
+LAST      := $(addprefix nb-,$(NB_AFTER_05))
 ALL_JOBS  := $(NB_JOBS) unit-slow unit-rest
-TEST_JOBS := $(filter $(ALL_JOBS),$(LONGEST_FIRST)) $(filter-out $(LONGEST_FIRST),$(ALL_JOBS))
+TEST_JOBS := $(filter $(ALL_JOBS),$(LONGEST_FIRST)) $(filter-out $(LONGEST_FIRST) $(LAST),$(ALL_JOBS)) $(LAST)
+STAMP_05  := $(NB_LOGS)/05.ended
+WAIT_05   ?=
 .PHONY: $(NB_JOBS) unit-slow unit-rest print-jobs
 
 # $(call job,NAME,COMMAND): run it with its output in $(NB_LOGS)/NAME.log; say its pytest summary line(s); on a
@@ -74,11 +79,19 @@ define job
 	[ $$rc = 0 ] || { cat $(NB_LOGS)/$(1).log; exit $$rc; }
 endef
 
+# 05, then the stamp (06's job reads it), then 08 and 09 only if 05 passed.
 nb-chain: assets
-	$(call job,$@,OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/$(word 1,$(NB_CHAIN)).ipynb \
+	$(call job,$@,{ OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/$(word 1,$(NB_CHAIN)).ipynb \
+	    && echo ok >$(STAMP_05) || { echo failed >$(STAMP_05); false; }; } \
 	    && $(RUN_NB) $(addprefix notebooks/,$(addsuffix .ipynb,$(wordlist 2,9,$(NB_CHAIN)))))
 
-$(addprefix nb-,$(NB_SOLO)): nb-%: assets
+# With WAIT_05=1 (as `make test` sets it) 06 first waits for the chain's 05 to end, and fails at once if it failed.
+$(LAST): nb-%: assets
+	$(if $(WAIT_05),@until [ -s $(STAMP_05) ]; do sleep 5; done; \
+	    [ "$$(cat $(STAMP_05))" = ok ] || { echo "== $@: not run: notebook 05 failed and 06 needs its model"; exit 1; })
+	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb)
+
+$(filter-out $(LAST),$(addprefix nb-,$(NB_SOLO))): nb-%: assets
 	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb)
 
 nb-solutions: assets
@@ -100,14 +113,16 @@ print-jobs:
 	@echo "order: $(TEST_JOBS)"
 
 notebooks: assets
-	@$(MAKE) --no-print-directory -j2 -k $(NB_JOBS)
+	@mkdir -p $(NB_LOGS) && rm -f $(STAMP_05)
+	@$(MAKE) --no-print-directory -j2 -k WAIT_05=1 $(filter-out $(LAST),$(NB_JOBS)) $(LAST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ftlib tests benchmarks
 	$(BIN)/lint-imports  # the import contracts in pyproject.toml: two wings, layers, no cycles
 
 test: lint assets
-	@$(MAKE) --no-print-directory -j2 -k $(TEST_JOBS)
+	@mkdir -p $(NB_LOGS) && rm -f $(STAMP_05)
+	@$(MAKE) --no-print-directory -j2 -k WAIT_05=1 $(TEST_JOBS)
 
 bench: assets
 	$(BIN)/python -m benchmarks.generation

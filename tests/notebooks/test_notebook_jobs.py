@@ -35,6 +35,8 @@ def test_make_test_runs_every_job_once_longest_first():
     order = listed.pop("order")
     assert sorted(order) == sorted(listed), "a job is missing from TEST_JOBS or listed twice"
     assert order[:2] == ["nb-chain", "unit-slow"]  # the two longest (docs/benchmarks.md), so they start at once
+    assert order[-1] == "nb-06_chat"  # it waits for the chain's 05 (a stamp): last, so it holds no slot idle early
+    assert "notebooks/05_sft.ipynb" == listed["nb-chain"][0]  # the chain starts with 05, whose model the others load
     assert {"unit-slow", "unit-rest"} <= set(order)
 
 
