@@ -35,6 +35,12 @@ RECIPES: dict[str, dict] = {
     "short-lr6e-4": {},  # both: configs/sft-chat.yaml as it is
     "short-lr6e-4-r64": {"lora_r": 64, "lora_alpha": 128},  # not run yet
     "short-lr6e-4-rows512": {"max_length": 512, "batch_size": 2},  # not run yet
+    # Fewer steps (session 7): the eval loss of the 48-step run is flat after step 24 while the training loss
+    # keeps falling; and 05's training is most of make test's longest chain (docs/benchmarks.md).
+    "steps32": {"train": {"max_steps": 32}},
+    "steps24": {"train": {"max_steps": 24}},
+    "steps24-lr8e-4": {"train": {"max_steps": 24, "learning_rate": 8.0e-4}},
+    "steps32-lr8e-4": {"train": {"max_steps": 32, "learning_rate": 8.0e-4}},  # not run yet
 }
 
 
