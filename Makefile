@@ -66,6 +66,9 @@ LAST      := $(addprefix nb-,$(NB_AFTER_05))
 ALL_JOBS  := $(NB_JOBS) unit-slow unit-rest
 TEST_JOBS := $(filter $(ALL_JOBS),$(LONGEST_FIRST)) $(filter-out $(LONGEST_FIRST) $(LAST),$(ALL_JOBS)) $(LAST)
 STAMP_05  := $(NB_LOGS)/05.ended
+STAMP_ALONE := $(NB_LOGS)/others.ended  # written when the last job outside the chain ends
+IPY_CHAIN := $(NB_LOGS)/ipython
+CHAIN_ENV  = IPYTHONDIR=$(abspath $(IPY_CHAIN)) FTLIB_ALONE_STAMP=$(abspath $(STAMP_ALONE))
 WAIT_05   ?=
 .PHONY: $(NB_JOBS) unit-slow unit-rest print-jobs
 
@@ -79,9 +82,13 @@ define job
 	[ $$rc = 0 ] || { cat $(NB_LOGS)/$(1).log; exit $$rc; }
 endef
 
-# 05, then the stamp (06's job reads it), then 08 and 09 only if 05 passed.
+# 05, then the stamp (06's job reads it), then 08 and 09 only if 05 passed. The chain's kernels take a second thread
+# once the other slot's last job has ended (its stamp, $(STAMP_ALONE)): tools/two_threads_when_alone.py, an IPython
+# start-up file in a private IPYTHONDIR, checks before each cell.
 nb-chain: assets
-	$(call job,$@,{ OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/$(word 1,$(NB_CHAIN)).ipynb \
+	@mkdir -p $(IPY_CHAIN)/profile_default/startup && cp tools/two_threads_when_alone.py $(IPY_CHAIN)/profile_default/startup/
+	$(call job,$@,export $(CHAIN_ENV); \
+	    { OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/$(word 1,$(NB_CHAIN)).ipynb \
 	    && echo ok >$(STAMP_05) || { echo failed >$(STAMP_05); false; }; } \
 	    && $(RUN_NB) $(addprefix notebooks/,$(addsuffix .ipynb,$(wordlist 2,9,$(NB_CHAIN)))))
 
@@ -89,7 +96,7 @@ nb-chain: assets
 $(LAST): nb-%: assets
 	$(if $(WAIT_05),@until [ -s $(STAMP_05) ]; do sleep 5; done; \
 	    [ "$$(cat $(STAMP_05))" = ok ] || { echo "== $@: not run: notebook 05 failed and 06 needs its model"; exit 1; })
-	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb)
+	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb; r=$$?; touch $(STAMP_ALONE); (exit $$r))
 
 $(filter-out $(LAST),$(addprefix nb-,$(NB_SOLO))): nb-%: assets
 	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb)
@@ -113,7 +120,7 @@ print-jobs:
 	@echo "order: $(TEST_JOBS)"
 
 notebooks: assets
-	@mkdir -p $(NB_LOGS) && rm -f $(STAMP_05)
+	@mkdir -p $(NB_LOGS) && rm -f $(STAMP_05) $(STAMP_ALONE)
 	@$(MAKE) --no-print-directory -j2 -k WAIT_05=1 $(filter-out $(LAST),$(NB_JOBS)) $(LAST)
 
 lint: $(STAMP)
@@ -121,7 +128,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports  # the import contracts in pyproject.toml: two wings, layers, no cycles
 
 test: lint assets
-	@mkdir -p $(NB_LOGS) && rm -f $(STAMP_05)
+	@mkdir -p $(NB_LOGS) && rm -f $(STAMP_05) $(STAMP_ALONE)
 	@$(MAKE) --no-print-directory -j2 -k WAIT_05=1 $(TEST_JOBS)
 
 bench: assets

@@ -44,3 +44,25 @@ def test_torch_is_pinned_in_one_place():
     pins = [line for line in (ROOT / "pyproject.toml").read_text().splitlines() if '"torch==' in line]
     assert len(pins) == 1
     assert re.search(r"torch==\d", (ROOT / "Makefile").read_text()) is None, "the Makefile reads the pin"
+
+
+def test_the_chain_kernel_takes_a_second_thread_once_the_other_slot_is_done(tmp_path, monkeypatch):
+    """tools/two_threads_when_alone.py, loaded as the chain's kernels load it (an IPython start-up file in a private
+    IPYTHONDIR): one thread until the stamp exists, two from the next cell on, and not a character of output."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    shutil.copy(ROOT / "tools" / "two_threads_when_alone.py", startup)
+    stamp = tmp_path / "others.ended"
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("FTLIB_ALONE_STAMP", str(stamp))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cells = ["import torch\nprint(torch.get_num_threads())",
+             f"open({str(stamp)!r}, 'w').close()\nprint(torch.get_num_threads())",  # the hook ran before this cell
+             "print(torch.get_num_threads())", "x = 1"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    printed = [[o.get("text", "") for o in c.outputs] for c in nb.cells]
+    assert printed == [["1\n"], ["1\n"], ["2\n"], []]
