@@ -28,9 +28,10 @@ from transformers import PreTrainedTokenizerBase
 
 from ftlib.config import option
 from ftlib.loss import sequence_logps
+from ftlib.objective import Objective, to_device
 from ftlib.samples import assistant_char_spans, pad_token_id
 from ftlib.schema import IGNORE_INDEX, SampleError, validate_messages
-from ftlib.train import Objective, TrainConfig, TrainResult, to_device, train
+from ftlib.train import TrainConfig, TrainResult, train
 
 PAIR_KEYS = ("prompt_ids", "chosen_ids", "rejected_ids")
 

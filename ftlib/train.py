@@ -7,9 +7,9 @@ hardware runs bf16 natively (CUDA, AVX512-BF16/AMX CPUs), logits only where a to
 periodic evaluation, metrics in JSONL, the resolved config in ``run_config.json`` from the first second (see
 ftlib.config), atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
 
-What is minimised is an :class:`Objective`; the default, :class:`TokenLoss`, is SFT's cross-entropy on batches
-ready for ``model(**batch)`` with HF-style ``labels`` (-100 = not trained; not shifted). ``ftlib.dpo`` plugs in
-the DPO loss and gets everything else (checkpoints, resume, SIGINT save, autocast, the NaN stop) from here.
+What is minimised is an :class:`~ftlib.objective.Objective` (ftlib.objective); the default, ``TokenLoss``, is
+SFT's cross-entropy. ``ftlib.dpo`` plugs in the DPO loss and gets everything else (checkpoints, resume, SIGINT
+save, autocast, the NaN stop) from here.
 """
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ from ftlib.config import TrainConfig, check_resume, run_record, write_run_record
 from ftlib.device import train_dtype
 from ftlib.distributed import all_reduce_min, all_reduce_sum, barrier, rank_world
 from ftlib.frozen import FrozenCast
-from ftlib.loss import token_losses
+from ftlib.objective import Objective, TokenLoss, autocast, evaluate_loss, to_device, token_loss_sum
 from ftlib.progress import progress_bar
 
+# TrainConfig lives in ftlib.config (importable without torch); Objective, TokenLoss, evaluate_loss, to_device and
+# token_loss_sum in ftlib.objective: importable from here too, where the loop's users have always found them
 __all__ = ["Objective", "Stepper", "TokenLoss", "TrainConfig", "TrainResult", "TrainingDiverged", "evaluate_loss",
-           "lr_lambda", "make_optimizer", "train"]  # TrainConfig lives in ftlib.config (importable without torch)
+           "lr_lambda", "make_optimizer", "to_device", "token_loss_sum", "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -65,79 +67,6 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return f
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Move the tensors of a batch; leave flags such as ``use_cache=False`` as they are."""
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over trained tokens and their count (labels are shifted HF-style; logits are computed
-    only where a token is trained: see ftlib.loss)."""
-    losses, mask = token_losses(model, {k: v for k, v in batch.items() if k != "labels"}, batch["labels"])
-    return losses.sum(), int(mask.sum())
-
-
-@torch.no_grad()
-def evaluate_loss(model, loader, device: torch.device | None = None, dtype: torch.dtype | None = None) -> float:
-    """Mean per-token loss over a loader (the quantity to compare across runs)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for batch in loader:
-        batch = to_device(batch, device)
-        with _autocast(device, dtype):
-            loss, n = token_loss_sum(model, batch)
-        total += float(loss)
-        count += n
-    total, count = all_reduce_sum([total, count])
-    model.train(was_training)
-    return total / max(count, 1)
-
-
-class Objective:
-    """What the loop minimises. Subclasses say how to score a batch; the loop does everything else.
-
-    ``units(batch)``: how many units (tokens, pairs) the batch holds, known before its forward pass, so that every
-    micro-batch's gradient can be scaled by the step's global count at once. ``__call__(model, batch)``:
-    ``(loss_sum, n_units, metric_sums)``, the loss *summed* over the batch's units and per-unit metrics summed too;
-    the loop divides both by the step's units over all micro-batches and processes. ``evaluate(model, loader,
-    dtype)``: held-out metrics, logged with an ``eval_`` prefix.
-    """
-
-    name = "train"  # the progress bar's label, recorded in run_config.json
-    unit = "tokens"  # the metrics row counts units under this name, and their rate as ``<unit>_per_s``
-
-    def prepare(self, model) -> None:
-        """Called once before training (e.g. freeze a reference model)."""
-
-    def units(self, batch: dict) -> int:
-        raise NotImplementedError
-
-    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int, dict[str, torch.Tensor | float]]:
-        raise NotImplementedError
-
-    def evaluate(self, model, loader, dtype: torch.dtype | None = None) -> dict[str, float]:
-        raise NotImplementedError
-
-
-class TokenLoss(Objective):
-    """Supervised fine-tuning: cross-entropy summed over the trained tokens (``labels != -100``)."""
-
-    name = "sft"
-    unit = "tokens"
-
-    def units(self, batch: dict) -> int:
-        return int((batch["labels"][:, 1:] != -100).sum())
-
-    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int, dict]:
-        loss, n = token_loss_sum(model, batch)
-        return loss, n, {}
-
-    def evaluate(self, model, loader, dtype: torch.dtype | None = None) -> dict[str, float]:
-        return {"loss": evaluate_loss(model, loader, dtype=dtype)}
-
-
 @dataclass
 class Stepper:
     """Everything one optimizer step needs, made once per run by :func:`train`."""
@@ -162,7 +91,7 @@ class Stepper:
         metric_sums: dict[str, float] = {}
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1 or self.world == 1
-            with _no_sync(self.model, sync), _autocast(self.device, self.dtype):
+            with _no_sync(self.model, sync), autocast(self.device, self.dtype):
                 loss, _, metrics = self.objective(self.forward_model, batch)
                 # DDP averages gradients over processes; scale so the result is sum / all units.
                 (loss * self.world / max(n_units, 1)).backward()
@@ -328,12 +257,6 @@ def _batches_from(loader, progress: dict, seed: int):
     if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed + epoch)
     return itertools.islice(iter(loader), progress["batch"], None)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _no_sync(model, sync: bool):
