@@ -66,8 +66,6 @@ class SFTConfig:
     lora_r: int = option(16, "LoRA rank", ge=1)
     lora_alpha: int = option(32, "LoRA alpha (scale alpha / r)", ge=1)
     fsdp: bool = option(False, "shard the model over the processes (FSDP2) instead of replicating it (DDP)")
-    resume: bool = option(False, "continue from the newest checkpoint in output_dir (same config only)")
-    resume_force: bool = option(False, "resume even if the config differs from the recorded one (implies --resume)")
     mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)  # dataset: mixture only (YAML)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
@@ -78,7 +76,6 @@ class SFTConfig:
         if self.lora and self.fsdp:
             raise ConfigError("lora and fsdp together are not supported: a LoRA run keeps the base model frozen "
                               "and small enough to replicate, so drop --fsdp (DDP is used) or drop --lora")
-        self.resume = self.resume or self.resume_force
 
 
 def load_records(cfg: SFTConfig, verbose: bool = True) -> datasets.Dataset:
@@ -154,8 +151,8 @@ def run(cfg: SFTConfig) -> Path:
     rank, world, device = init_distributed()
     record = dataclasses.asdict(cfg)  # resolved: the profile's name, not "default"
     record["profile"] = _config_step("profile", activate, cfg.profile).name  # the run's profile, from here on
-    if cfg.resume and latest_checkpoint(cfg.train.output_dir):  # a run that cannot continue stops before the data
-        check_resume(cfg.train.output_dir, {"objective": TokenLoss.name, **record}, force=cfg.resume_force)
+    if cfg.train.resume and latest_checkpoint(cfg.train.output_dir):  # a run that cannot continue stops early
+        check_resume(cfg.train.output_dir, {"objective": TokenLoss.name, **record}, force=cfg.train.resume_force)
     torch.manual_seed(cfg.train.seed)
     records = load_records(cfg, verbose=rank == 0)  # bad data fails here, before anything heavy is loaded
     import datasets
@@ -188,8 +185,7 @@ def run(cfg: SFTConfig) -> Path:
 
         model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha)
     model = wrap_model(model, device, fsdp=cfg.fsdp)
-    train(model, loader, cfg.train, eval_loader=eval_loader, resume=cfg.resume, resume_force=cfg.resume_force,
-          run_config=record)
+    train(model, loader, cfg.train, eval_loader=eval_loader, run_config=record)
     final = Path(cfg.train.output_dir) / "final"
     save_finetuned(model, tokenizer, final, chat_template=template)  # every process: rank 0 writes
     if rank == 0:

@@ -125,16 +125,15 @@ def make_optimizer(model, cfg: TrainConfig, total_steps: int) -> tuple[torch.opt
     return optimizer, LambdaLR(optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total_steps))
 
 
-def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bool = False, *,
-          objective: Objective | None = None, resume_force: bool = False,
+def train(model, train_loader, config: TrainConfig, eval_loader=None, *, objective: Objective | None = None,
           run_config: dict | None = None) -> TrainResult:
     """Train ``model`` in place on ``objective`` (default: SFT's :class:`TokenLoss`).
 
-    With ``resume=True`` continue from the newest checkpoint in ``output_dir``, after checking that the run there
-    was started with the same config (``resume_force=True`` skips the check). ``run_config`` is what the run
+    With ``config.resume`` continue from the newest checkpoint in ``output_dir``, after checking that the run there
+    was started with the same config (``config.resume_force`` skips the check). ``run_config`` is what the run
     records in ``run_config.json`` and compares on resume (default: ``config`` and the objective's name)."""
     cfg, objective = config, objective or TokenLoss()
-    stepper, total_steps, progress = _start(model, train_loader, cfg, objective, resume, resume_force, run_config)
+    stepper, total_steps, progress = _start(model, train_loader, cfg, objective, run_config)
     # frozen weights in bf16 once (not recast by autocast in every matmul); fp32 again for checkpoints and after
     cast = cfg.cast_frozen and stepper.dtype is not None and stepper.device.type == "cpu" and stepper.world == 1
     frozen = FrozenCast(unwrap(model), stepper.dtype) if cast else None
@@ -180,7 +179,7 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     return result
 
 
-def _start(model, train_loader, cfg: TrainConfig, objective: Objective, resume: bool, resume_force: bool,
+def _start(model, train_loader, cfg: TrainConfig, objective: Objective,
            run_config: dict | None) -> tuple[Stepper, int, dict]:
     """Before the first step: the run record, seeds, the step count, optimizer and schedule, a checkpoint to resume."""
     out = Path(cfg.output_dir)
@@ -189,8 +188,8 @@ def _start(model, train_loader, cfg: TrainConfig, objective: Objective, resume: 
     bf16 = cfg.bf16 if cfg.bf16 is not None else train_dtype(device) == torch.bfloat16
     rank, world = rank_world()
     run_config = {"objective": objective.name, **(run_config or asdict(cfg))}
-    ckpt = latest_checkpoint(out) if resume else None
-    changed = check_resume(out, run_config, force=resume_force) if ckpt else {}
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    changed = check_resume(out, run_config, force=cfg.resume_force) if ckpt else {}
     if rank == 0:  # before any step: a run that dies early still says what it was
         write_run_record(out, run_record(run_config, changed))
     torch.manual_seed(cfg.seed)
