@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ftlib.generation import context_length, default_stop_token_ids, stream_generate
+from ftlib.generation import context_length, stream_generate
+from ftlib.stopping import default_stop_token_ids
 
 # Tokens that end a turn in common chat formats; used as stop tokens when the tokenizer knows them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")

@@ -136,6 +136,8 @@ class TrainConfig:
     save_every: int = option(0, "steps between checkpoints; 0: only at the end", ge=0)
     save_final: bool = option(True, "a resumable checkpoint at the end (model + optimizer: ~3x the weights); "
                                     "a SIGINT/SIGTERM stop always saves")
+    resume: bool = option(False, "continue from the newest checkpoint in output_dir (same config only)")
+    resume_force: bool = option(False, "resume even if the config differs from the recorded one (implies --resume)")
     seed: int = option(0, "seeds the model init RNG and every epoch's shuffle")
     bf16: bool | None = option(None, "bf16 autocast; default: on CUDA and on CPUs with native bf16")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
@@ -146,6 +148,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        self.resume = self.resume or self.resume_force  # forcing a resume is resuming
 
 
 # ---------------------------------------------------------------- the run record

@@ -28,9 +28,10 @@ from transformers import PreTrainedTokenizerBase
 
 from ftlib.config import option
 from ftlib.loss import sequence_logps
+from ftlib.objective import Objective, to_device
 from ftlib.samples import assistant_char_spans, pad_token_id
 from ftlib.schema import IGNORE_INDEX, SampleError, validate_messages
-from ftlib.train import Objective, TrainConfig, TrainResult, to_device, train
+from ftlib.train import TrainConfig, TrainResult, train
 
 PAIR_KEYS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
@@ -250,11 +251,10 @@ def evaluate_dpo(policy, loader, reference=None, beta: float = 0.1,
     return DPOOutput(-F.logsigmoid(chosen - rejected).mean(), chosen, rejected).metrics()
 
 
-def train_dpo(policy, loader, config: DPOConfig, reference=None, eval_loader=None, resume: bool = False,
-              resume_force: bool = False) -> TrainResult:
-    """Train ``policy`` in place with DPO on ``ftlib.train.train`` (checkpoints, resume, SIGINT save, autocast,
-    the NaN stop); the reference (if given) is frozen. Returns per-step metrics; the policy is left in eval mode."""
-    result = train(policy, loader, config, eval_loader=eval_loader, resume=resume, resume_force=resume_force,
-                   objective=DPOObjective(reference, config.beta))
+def train_dpo(policy, loader, config: DPOConfig, reference=None, eval_loader=None) -> TrainResult:
+    """Train ``policy`` in place with DPO on ``ftlib.train.train`` (checkpoints, resume with ``config.resume``,
+    SIGINT save, autocast, the NaN stop); the reference (if given) is frozen. Returns per-step metrics; the policy
+    is left in eval mode."""
+    result = train(policy, loader, config, eval_loader=eval_loader, objective=DPOObjective(reference, config.beta))
     policy.eval()
     return result

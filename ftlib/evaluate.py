@@ -24,7 +24,7 @@ import torch
 
 from ftlib.generation import Generation, generate
 from ftlib.loss import token_losses
-from ftlib.train import evaluate_loss
+from ftlib.objective import evaluate_loss
 
 
 # ---------------------------------------------------------------- loss and perplexity

@@ -32,6 +32,7 @@ from ftlib.sampling import (
     check_top_k,
     check_top_p,
 )
+from ftlib.stopping import StopSettings, default_stop_token_ids, find_stop, held_back
 
 
 @dataclass
@@ -91,15 +92,6 @@ def context_length(model: PreTrainedModel) -> int:
     return int(getattr(config, "max_position_embeddings", None) or 2**31)
 
 
-def default_stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    """End-of-sequence ids from the model's generation config and the tokenizer (chat models end turns so)."""
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = set(ids if isinstance(ids, list) else [] if ids is None else [ids])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], model: PreTrainedModel,
                    add_special_tokens: bool = True) -> tuple[Tensor, Tensor]:
     """Token ids, left-padded (so every row's next token sits in the last column), and the attention mask."""
@@ -154,44 +146,6 @@ def token_steps(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tenso
                        past_key_values=cache, use_cache=True).logits[:, -1].float()
 
 
-def _find_stop(text: str, stop_strings: Sequence[str]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
-    return min(hits) if hits else None
-
-
-def _held_back(text: str, stop_strings: Sequence[str]) -> int:
-    """How many trailing characters to hold back: an unfinished UTF-8 character or the start of a stop string."""
-    hold = len(text) - len(text.rstrip("\ufffd"))
-    for s in stop_strings:
-        for n in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:n]):
-                hold = max(hold, n)
-                break
-    return hold
-
-
-@dataclass(frozen=True)
-class StopSettings:
-    """When one ``generate`` call stops, and how its prompts are encoded and its draws seeded; validated once."""
-
-    max_new_tokens: int = 100
-    stop_token_ids: frozenset[int] | None = None  # None: the model's end-of-sequence ids
-    stop_strings: tuple[str, ...] = ()
-    seed: int | None = None
-    add_special_tokens: bool = True
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
-        strings = self.stop_strings
-        strings = (strings,) if isinstance(strings, str) else tuple(strings or ())
-        if any(not s for s in strings):
-            raise ValueError("stop_strings must not contain an empty string (it would stop before the first token).")
-        object.__setattr__(self, "stop_strings", strings)
-        if self.stop_token_ids is not None:
-            object.__setattr__(self, "stop_token_ids", frozenset(self.stop_token_ids))
-
-
 def _prepare(model, tokenizer, prompts: list[str], settings: SamplingSettings,
              stop: StopSettings) -> tuple[Iterator[Tensor], set[int], list[str]]:
     """The token iterator for ``prompts``, the stop ids and the stop strings."""
@@ -205,6 +159,38 @@ def _prepare(model, tokenizer, prompts: list[str], settings: SamplingSettings,
 
 def _decode(tokenizer, ids: list[int], skip_special_tokens: bool = True) -> str:
     return tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)
+
+
+def _collect(tokenizer, n_rows: int, steps: Iterator[Tensor], stops: set[int],
+             stop_strings: list[str]) -> list[Generation]:
+    """Run ``steps`` until every row has stopped (a stop token or stop string) or the budget ends; the replies.
+
+    A stop string is looked for in the last few tokens' text while generating (cheap), and cut from the full
+    text at the end; a finished row's later tokens are ignored."""
+    tail = max((len(s) for s in stop_strings), default=0) + 4  # tokens enough to hold any stop string
+    outputs = [Generation("", []) for _ in range(n_rows)]
+    done = [False] * n_rows
+    for next_tokens in steps:
+        for row, token in enumerate(next_tokens.tolist()):
+            if done[row]:
+                continue
+            out = outputs[row]
+            out.token_ids.append(token)
+            if token in stops:
+                out.finish_reason, done[row] = "eos", True
+            elif stop_strings and find_stop(_decode(tokenizer, out.token_ids[-tail:], False),
+                                            stop_strings) is not None:
+                out.finish_reason, done[row] = "stop_string", True
+        if all(done):
+            steps.close()
+            break
+    for out in outputs:
+        ids = out.token_ids[:-1] if out.finish_reason == "eos" else out.token_ids
+        out.text = _decode(tokenizer, ids)
+        cut = find_stop(out.text, stop_strings)
+        if cut is not None:
+            out.text = out.text[:cut]
+    return outputs
 
 
 def generate(
@@ -241,30 +227,7 @@ def generate(
     prompts = [prompt_or_prompts] if single else list(prompt_or_prompts)
     settings = SamplingSettings(do_sample, temperature, top_k, top_p, repetition_penalty, repetition_penalty_range)
     stop = StopSettings(max_new_tokens, stop_token_ids, stop_strings, seed, add_special_tokens)
-    steps, stops, stop_strings = _prepare(model, tokenizer, prompts, settings, stop)
-    tail = max((len(s) for s in stop_strings), default=0) + 4  # tokens enough to hold any stop string
-    outputs = [Generation("", []) for _ in prompts]
-    done = [False] * len(prompts)
-    for next_tokens in steps:
-        for row, token in enumerate(next_tokens.tolist()):
-            if done[row]:
-                continue
-            out = outputs[row]
-            out.token_ids.append(token)
-            if token in stops:
-                out.finish_reason, done[row] = "eos", True
-            elif stop_strings and _find_stop(_decode(tokenizer, out.token_ids[-tail:], False),
-                                             stop_strings) is not None:
-                out.finish_reason, done[row] = "stop_string", True
-        if all(done):
-            steps.close()
-            break
-    for out in outputs:
-        ids = out.token_ids[:-1] if out.finish_reason == "eos" else out.token_ids
-        out.text = _decode(tokenizer, ids)
-        cut = _find_stop(out.text, stop_strings)
-        if cut is not None:
-            out.text = out.text[:cut]
+    outputs = _collect(tokenizer, len(prompts), *_prepare(model, tokenizer, prompts, settings, stop))
     if return_details:
         return outputs[0] if single else outputs
     return outputs[0].text if single else [o.text for o in outputs]
@@ -295,11 +258,11 @@ class TextStream:
                 self.finish_reason = "eos"
                 break
             text = _decode(self._tokenizer, self.token_ids)
-            cut = _find_stop(text, self._stop_strings)
+            cut = find_stop(text, self._stop_strings)
             if cut is not None:
                 text, self.finish_reason = text[:cut], "stop_string"
                 break
-            safe = len(text) - _held_back(text, self._stop_strings)
+            safe = len(text) - held_back(text, self._stop_strings)
             if safe > emitted:
                 yield text[emitted:safe]
                 emitted = safe

@@ -15,24 +15,20 @@ Either way: one line (``error: ...``) and exit code 2. The modules only training
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
 import json
 import math
 import sys
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import yaml
-
 from ftlib import data as ftdata
 from ftlib.config import ConfigError, TrainConfig, option, validate
+from ftlib.config_file import parse_config_file
 from ftlib.mixture import MixtureConfig
-from ftlib.profiles import PROFILES, activate, profile_name
+from ftlib.profiles import PROFILES, activate
 from ftlib.samples import pad_token_id, tokenise_dataset
 from ftlib.schema import DataError
 from ftlib.templates import ARTICLE_CHAT_TEMPLATE
@@ -70,8 +66,6 @@ class SFTConfig:
     lora_r: int = option(16, "LoRA rank", ge=1)
     lora_alpha: int = option(32, "LoRA alpha (scale alpha / r)", ge=1)
     fsdp: bool = option(False, "shard the model over the processes (FSDP2) instead of replicating it (DDP)")
-    resume: bool = option(False, "continue from the newest checkpoint in output_dir (same config only)")
-    resume_force: bool = option(False, "resume even if the config differs from the recorded one (implies --resume)")
     mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)  # dataset: mixture only (YAML)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
@@ -82,7 +76,6 @@ class SFTConfig:
         if self.lora and self.fsdp:
             raise ConfigError("lora and fsdp together are not supported: a LoRA run keeps the base model frozen "
                               "and small enough to replicate, so drop --fsdp (DDP is used) or drop --lora")
-        self.resume = self.resume or self.resume_force
 
 
 def load_records(cfg: SFTConfig, verbose: bool = True) -> datasets.Dataset:
@@ -158,8 +151,8 @@ def run(cfg: SFTConfig) -> Path:
     rank, world, device = init_distributed()
     record = dataclasses.asdict(cfg)  # resolved: the profile's name, not "default"
     record["profile"] = _config_step("profile", activate, cfg.profile).name  # the run's profile, from here on
-    if cfg.resume and latest_checkpoint(cfg.train.output_dir):  # a run that cannot continue stops before the data
-        check_resume(cfg.train.output_dir, {"objective": TokenLoss.name, **record}, force=cfg.resume_force)
+    if cfg.train.resume and latest_checkpoint(cfg.train.output_dir):  # a run that cannot continue stops early
+        check_resume(cfg.train.output_dir, {"objective": TokenLoss.name, **record}, force=cfg.train.resume_force)
     torch.manual_seed(cfg.train.seed)
     records = load_records(cfg, verbose=rank == 0)  # bad data fails here, before anything heavy is loaded
     import datasets
@@ -192,8 +185,7 @@ def run(cfg: SFTConfig) -> Path:
 
         model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha)
     model = wrap_model(model, device, fsdp=cfg.fsdp)
-    train(model, loader, cfg.train, eval_loader=eval_loader, resume=cfg.resume, resume_force=cfg.resume_force,
-          run_config=record)
+    train(model, loader, cfg.train, eval_loader=eval_loader, run_config=record)
     final = Path(cfg.train.output_dir) / "final"
     save_finetuned(model, tokenizer, final, chat_template=template)  # every process: rank 0 writes
     if rank == 0:
@@ -202,127 +194,18 @@ def run(cfg: SFTConfig) -> Path:
     return final
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        values = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise SystemExit(f"config {path}: cannot be read ({e.strerror}); check the --config path") from None
-    except yaml.YAMLError as e:
-        where = f" at line {e.problem_mark.line + 1}" if getattr(e, "problem_mark", None) else ""
-        raise SystemExit(f"config {path}: not valid YAML{where}; fix the file there") from None
-    if values is not None and not isinstance(values, dict):
-        raise SystemExit(f"config {path}: expected key: value pairs, got a {type(values).__name__}")
-    return values or {}
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one flag per config field (type, default and help from the dataclass field) and one-line
-    errors (``SystemExit(message)``, no usage dump).
-
-    The conventions are transformers' ``HfArgumentParser``'s: ``--max-steps`` or ``--max_steps``, the help text
-    from ``field.metadata["help"]``, ``Literal`` choices shown; plus ``--x``/``--no-x`` for every bool and N values
-    for an N-tuple. Not HfArgumentParser itself: importing transformers takes most of a second, and a bad flag
-    should be answered before anything heavy loads (this parser answers in about 0.2 s). A ``Literal`` value is
-    checked by the config, so flags, YAML and Python get the same message."""
-
-    def __init__(self, *configs: type, **kwargs):
-        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
-        for config in configs:
-            self.add_config(config)
-
-    def add_config(self, config: type) -> None:
-        hints = typing.get_type_hints(config)
-        for f in dataclasses.fields(config):
-            hint = hints[f.name]
-            if dataclasses.is_dataclass(hint):
-                continue  # a nested config (SFTConfig.train) adds its own fields
-            if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
-                (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
-            names = list(dict.fromkeys([f"--{f.name.replace('_', '-')}", f"--{f.name}"]))
-            kwargs = {"default": f.default, "help": f.metadata.get("help")}
-            origin, args = typing.get_origin(hint), typing.get_args(hint)
-            if hint is bool:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            elif origin is tuple:
-                kwargs.update(type=args[0], nargs=len(args))
-            elif origin is Literal:
-                kwargs["metavar"] = "{" + ",".join(map(str, args)) + "}"
-            else:
-                kwargs["type"] = hint
-            self.add_argument(*names, **kwargs)
-
-    def error(self, message: str) -> typing.NoReturn:
-        raise SystemExit(message)
-
-
 def parse_config(argv: list[str] | None = None) -> SFTConfig:
     """YAML (``--config``) first, then flags on top. Train settings may sit under a ``train:`` key or at top level.
 
-    A bad key or value raises ``SystemExit`` with a one-line message (``main`` prints it and returns 2)."""
-    parser = ArgumentParser(SFTConfig, TrainConfig, prog="python -m ftlib.sft", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML file with SFTConfig / TrainConfig keys (flags override it)")
-    config_path = _config_path(argv)
-    values = _read_yaml(Path(config_path)) if config_path else {}
-    profile = _profile_name(argv, values)
-    values = {**_with_profile(values, profile, config_path), "profile": profile}  # resolved: printed and recorded
-    nested = values.pop("train", {}) or {}
-    if not isinstance(nested, dict):
-        raise SystemExit(f"config {config_path}: 'train' must hold key: value pairs")
-    values.update(nested)
-    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
-    sft_names = {f.name for f in dataclasses.fields(SFTConfig)} - {"train"}
-    unknown = sorted(set(values) - train_names - sft_names)
-    if unknown:
-        known = train_names | sft_names
-        hints = [k + "".join(f" (did you mean {m}?)" for m in difflib.get_close_matches(k, known, 1)) for k in unknown]
-        raise SystemExit(f"unknown config keys: {', '.join(hints)}")
-    parser.set_defaults(**values)
-    args = vars(parser.parse_args(argv))
-    try:
-        tcfg = TrainConfig(**{k: v for k, v in args.items() if k in train_names})
-        return SFTConfig(train=tcfg, **{k: v for k, v in args.items() if k in sft_names})
-    except ConfigError as e:
-        raise SystemExit(str(e)) from None
+    A bad key, flag or value raises ConfigError with a one-line message (``main`` prints it and returns 2)."""
+    return parse_config_file(SFTConfig, argv, flatten="train", prog="python -m ftlib.sft",
+                             description=__doc__.splitlines()[0])
 
 
 def load_config(path: str | Path, profile: str | None = None) -> SFTConfig:
     """The config a YAML file gives under ``profile`` (its ``profiles:`` block on top): what a notebook runs, read
     from the same file as ``python -m ftlib.sft --config`` reads. A bad key or value raises ConfigError."""
-    try:
-        return parse_config(["--config", str(path)] + (["--profile", profile] if profile else []))
-    except SystemExit as e:
-        raise ConfigError(str(e.code)) from None
-
-
-def _with_profile(values: dict, profile: str, config_path: str | None) -> dict:
-    """The YAML's keys with its ``profiles: {<profile>: {...}}`` block merged on top (nested dicts key by key)."""
-    blocks = values.pop("profiles", None) or {}
-    if not isinstance(blocks, dict) or not all(isinstance(b, dict) or b is None for b in blocks.values()):
-        raise SystemExit(f"config {config_path}: 'profiles' must map profile names to key: value pairs")
-    unknown = sorted(set(blocks) - set(PROFILES))
-    if unknown:
-        raise SystemExit(f"config {config_path}: profiles: {', '.join(unknown)} is not a profile; use "
-                         f"{', '.join(PROFILES)}")
-    merged = dict(values)
-    for key, value in (blocks.get(profile) or {}).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            value = {**merged[key], **value}
-        merged[key] = value
-    return merged
-
-
-def _profile_name(argv: list[str] | None, values: dict) -> str:
-    """The profile the run uses: --profile, else the YAML's profile key, else $FTLIB_PROFILE, else offline."""
-    pre = ArgumentParser(add_help=False)
-    pre.add_argument("--profile")
-    return profile_name(pre.parse_known_args(argv)[0].profile or values.get("profile"))
-
-
-def _config_path(argv: list[str] | None) -> str | None:
-    """The ``--config`` value alone, read before the full parse so that its values can become the defaults."""
-    pre = ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    return pre.parse_known_args(argv)[0].config
+    return parse_config(["--config", str(path)] + (["--profile", profile] if profile else []))
 
 
 def _config_step(what: str, fn, *args, **kwargs):
@@ -341,11 +224,6 @@ def main(argv: list[str] | None = None) -> int:
         run(cfg)
     except (DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:  # parse_config's config errors carry their one-line message as the exit code
-        if not isinstance(e.code, str):
-            raise
-        print(f"error: {e.code}", file=sys.stderr)
         return 2
     return 0
 

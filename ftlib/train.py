@@ -7,9 +7,9 @@ hardware runs bf16 natively (CUDA, AVX512-BF16/AMX CPUs), logits only where a to
 periodic evaluation, metrics in JSONL, the resolved config in ``run_config.json`` from the first second (see
 ftlib.config), atomic checkpoints with exact resume, a clean stop on SIGINT/SIGTERM, and a stop on NaN.
 
-What is minimised is an :class:`Objective`; the default, :class:`TokenLoss`, is SFT's cross-entropy on batches
-ready for ``model(**batch)`` with HF-style ``labels`` (-100 = not trained; not shifted). ``ftlib.dpo`` plugs in
-the DPO loss and gets everything else (checkpoints, resume, SIGINT save, autocast, the NaN stop) from here.
+What is minimised is an :class:`~ftlib.objective.Objective` (ftlib.objective); the default, ``TokenLoss``, is
+SFT's cross-entropy. ``ftlib.dpo`` plugs in the DPO loss and gets everything else (checkpoints, resume, SIGINT
+save, autocast, the NaN stop) from here.
 """
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ from ftlib.config import TrainConfig, check_resume, run_record, write_run_record
 from ftlib.device import train_dtype
 from ftlib.distributed import all_reduce_min, all_reduce_sum, barrier, rank_world
 from ftlib.frozen import FrozenCast
-from ftlib.loss import token_losses
+from ftlib.objective import Objective, TokenLoss, autocast, evaluate_loss, to_device, token_loss_sum
 from ftlib.progress import progress_bar
 
+# TrainConfig lives in ftlib.config (importable without torch); Objective, TokenLoss, evaluate_loss, to_device and
+# token_loss_sum in ftlib.objective: importable from here too, where the loop's users have always found them
 __all__ = ["Objective", "Stepper", "TokenLoss", "TrainConfig", "TrainResult", "TrainingDiverged", "evaluate_loss",
-           "lr_lambda", "make_optimizer", "train"]  # TrainConfig lives in ftlib.config (importable without torch)
+           "lr_lambda", "make_optimizer", "to_device", "token_loss_sum", "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -65,79 +67,6 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return f
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Move the tensors of a batch; leave flags such as ``use_cache=False`` as they are."""
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over trained tokens and their count (labels are shifted HF-style; logits are computed
-    only where a token is trained: see ftlib.loss)."""
-    losses, mask = token_losses(model, {k: v for k, v in batch.items() if k != "labels"}, batch["labels"])
-    return losses.sum(), int(mask.sum())
-
-
-@torch.no_grad()
-def evaluate_loss(model, loader, device: torch.device | None = None, dtype: torch.dtype | None = None) -> float:
-    """Mean per-token loss over a loader (the quantity to compare across runs)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for batch in loader:
-        batch = to_device(batch, device)
-        with _autocast(device, dtype):
-            loss, n = token_loss_sum(model, batch)
-        total += float(loss)
-        count += n
-    total, count = all_reduce_sum([total, count])
-    model.train(was_training)
-    return total / max(count, 1)
-
-
-class Objective:
-    """What the loop minimises. Subclasses say how to score a batch; the loop does everything else.
-
-    ``units(batch)``: how many units (tokens, pairs) the batch holds, known before its forward pass, so that every
-    micro-batch's gradient can be scaled by the step's global count at once. ``__call__(model, batch)``:
-    ``(loss_sum, n_units, metric_sums)``, the loss *summed* over the batch's units and per-unit metrics summed too;
-    the loop divides both by the step's units over all micro-batches and processes. ``evaluate(model, loader,
-    dtype)``: held-out metrics, logged with an ``eval_`` prefix.
-    """
-
-    name = "train"  # the progress bar's label, recorded in run_config.json
-    unit = "tokens"  # the metrics row counts units under this name, and their rate as ``<unit>_per_s``
-
-    def prepare(self, model) -> None:
-        """Called once before training (e.g. freeze a reference model)."""
-
-    def units(self, batch: dict) -> int:
-        raise NotImplementedError
-
-    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int, dict[str, torch.Tensor | float]]:
-        raise NotImplementedError
-
-    def evaluate(self, model, loader, dtype: torch.dtype | None = None) -> dict[str, float]:
-        raise NotImplementedError
-
-
-class TokenLoss(Objective):
-    """Supervised fine-tuning: cross-entropy summed over the trained tokens (``labels != -100``)."""
-
-    name = "sft"
-    unit = "tokens"
-
-    def units(self, batch: dict) -> int:
-        return int((batch["labels"][:, 1:] != -100).sum())
-
-    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int, dict]:
-        loss, n = token_loss_sum(model, batch)
-        return loss, n, {}
-
-    def evaluate(self, model, loader, dtype: torch.dtype | None = None) -> dict[str, float]:
-        return {"loss": evaluate_loss(model, loader, dtype=dtype)}
-
-
 @dataclass
 class Stepper:
     """Everything one optimizer step needs, made once per run by :func:`train`."""
@@ -162,7 +91,7 @@ class Stepper:
         metric_sums: dict[str, float] = {}
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1 or self.world == 1
-            with _no_sync(self.model, sync), _autocast(self.device, self.dtype):
+            with _no_sync(self.model, sync), autocast(self.device, self.dtype):
                 loss, _, metrics = self.objective(self.forward_model, batch)
                 # DDP averages gradients over processes; scale so the result is sum / all units.
                 (loss * self.world / max(n_units, 1)).backward()
@@ -196,16 +125,15 @@ def make_optimizer(model, cfg: TrainConfig, total_steps: int) -> tuple[torch.opt
     return optimizer, LambdaLR(optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total_steps))
 
 
-def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bool = False, *,
-          objective: Objective | None = None, resume_force: bool = False,
+def train(model, train_loader, config: TrainConfig, eval_loader=None, *, objective: Objective | None = None,
           run_config: dict | None = None) -> TrainResult:
     """Train ``model`` in place on ``objective`` (default: SFT's :class:`TokenLoss`).
 
-    With ``resume=True`` continue from the newest checkpoint in ``output_dir``, after checking that the run there
-    was started with the same config (``resume_force=True`` skips the check). ``run_config`` is what the run
+    With ``config.resume`` continue from the newest checkpoint in ``output_dir``, after checking that the run there
+    was started with the same config (``config.resume_force`` skips the check). ``run_config`` is what the run
     records in ``run_config.json`` and compares on resume (default: ``config`` and the objective's name)."""
     cfg, objective = config, objective or TokenLoss()
-    stepper, total_steps, progress = _start(model, train_loader, cfg, objective, resume, resume_force, run_config)
+    stepper, total_steps, progress = _start(model, train_loader, cfg, objective, run_config)
     # frozen weights in bf16 once (not recast by autocast in every matmul); fp32 again for checkpoints and after
     cast = cfg.cast_frozen and stepper.dtype is not None and stepper.device.type == "cpu" and stepper.world == 1
     frozen = FrozenCast(unwrap(model), stepper.dtype) if cast else None
@@ -251,7 +179,7 @@ def train(model, train_loader, config: TrainConfig, eval_loader=None, resume: bo
     return result
 
 
-def _start(model, train_loader, cfg: TrainConfig, objective: Objective, resume: bool, resume_force: bool,
+def _start(model, train_loader, cfg: TrainConfig, objective: Objective,
            run_config: dict | None) -> tuple[Stepper, int, dict]:
     """Before the first step: the run record, seeds, the step count, optimizer and schedule, a checkpoint to resume."""
     out = Path(cfg.output_dir)
@@ -260,8 +188,8 @@ def _start(model, train_loader, cfg: TrainConfig, objective: Objective, resume: 
     bf16 = cfg.bf16 if cfg.bf16 is not None else train_dtype(device) == torch.bfloat16
     rank, world = rank_world()
     run_config = {"objective": objective.name, **(run_config or asdict(cfg))}
-    ckpt = latest_checkpoint(out) if resume else None
-    changed = check_resume(out, run_config, force=resume_force) if ckpt else {}
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    changed = check_resume(out, run_config, force=cfg.resume_force) if ckpt else {}
     if rank == 0:  # before any step: a run that dies early still says what it was
         write_run_record(out, run_record(run_config, changed))
     torch.manual_seed(cfg.seed)
@@ -328,12 +256,6 @@ def _batches_from(loader, progress: dict, seed: int):
     if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed + epoch)
     return itertools.islice(iter(loader), progress["batch"], None)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _no_sync(model, sync: bool):

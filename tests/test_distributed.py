@@ -52,8 +52,9 @@ def _run(rank, world, port, out, fsdp=False, tag=None, steps=4, resume=False, sc
     model = wrap_model(tiny_llama(vocab_size=VOCAB, seed=0, max_positions=64).train(), device, fsdp=fsdp)
     assert is_sharded(model) == (fsdp and world > 1)
     config = TrainConfig(output_dir=f"{out}/run-{tag}", max_steps=steps, learning_rate=3e-3, schedule=schedule,
-                         progress=False, bf16=False)  # fp32: N processes must equal one to float rounding
-    result = train(model, loader, config, resume=resume, resume_force=resume)  # resuming extends max_steps: forced
+                         progress=False, bf16=False,  # fp32: N processes must equal one to float rounding
+                         resume_force=resume)  # resuming extends max_steps: forced
+    result = train(model, loader, config)
     if fsdp:
         save_finetuned(model, load_tokenizer("instruct"), f"{out}/final-{tag}")
     if rank == 0:

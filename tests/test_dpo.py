@@ -207,14 +207,14 @@ def test_dpo_sigint_saves_and_resume_matches_an_uninterrupted_run(tokenizer, tmp
     assert stopped.interrupted and stopped.step == 3
     assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-3"
     resumed_policy = _policy(tokenizer, seed=7)  # other weights: the checkpoint must bring back the trained ones
-    resumed = dpo.train_dpo(resumed_policy, _loader(tokenizer), _dpo_cfg(tmp_path / "cut"), resume=True)
+    resumed = dpo.train_dpo(resumed_policy, _loader(tokenizer), _dpo_cfg(tmp_path / "cut", resume=True))
     assert [r["step"] for r in resumed.history] == [4, 5, 6]  # crosses into the second epoch
     assert _losses(stopped) + _losses(resumed) == _losses(full)
     assert _losses(full)[-1] < _losses(full)[0]
     for (name, a), (_, b) in zip(full_policy.state_dict().items(), resumed_policy.state_dict().items()):
         assert torch.equal(a, b), name
     with pytest.raises(ConfigError, match="beta: 0.1 -> 0.2"):  # a different run cannot continue this one
-        dpo.train_dpo(_policy(tokenizer), _loader(tokenizer), _dpo_cfg(tmp_path / "cut", beta=0.2), resume=True)
+        dpo.train_dpo(_policy(tokenizer), _loader(tokenizer), _dpo_cfg(tmp_path / "cut", beta=0.2, resume=True))
 
 
 def test_dpo_nan_stops_with_training_diverged_and_keeps_the_last_checkpoint(tokenizer, tmp_path):

@@ -32,3 +32,24 @@ def test_hub_profile_without_the_hub_is_one_line_and_exit_2(monkeypatch, capsys)
     assert line.startswith("error: profile 'hub-cpu': could not reach dataset ") and hub_alpaca in line
     assert "FTLIB_PROFILE=offline" in line and "huggingface-cli login" in line
 
+
+
+@pytest.mark.parametrize("error", [ConnectionError("Couldn't reach 'tatsu-lab/alpaca' on the Hub"),
+                                   OSError("You are trying to access a gated repo.")])
+def test_an_unreachable_hub_dataset_is_one_line_naming_profile_and_fix(error, monkeypatch, capsys):
+    """The hub libraries raise ConnectionError (no network) or an OSError (a gated repo); either ends in one line."""
+    import datasets
+
+    def unreachable(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    monkeypatch.setattr(profiles, "_SET_OFFLINE", False)
+    argv = ["--config", "configs/sft-chat.yaml", "--profile", "hub-cpu", "--output-dir", "/nonexistent/never-written"]
+    assert sft.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["profile"] == "hub-cpu"
+    (line,) = err.strip().splitlines()
+    hub_alpaca = PROFILES["hub-cpu"].datasets["alpaca"]
+    assert line.startswith(f"error: profile 'hub-cpu': could not reach dataset {hub_alpaca!r}") and str(error) in line
+    assert "FTLIB_PROFILE=offline" in line and "huggingface-cli login" in line

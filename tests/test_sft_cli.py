@@ -47,9 +47,9 @@ def test_yaml_then_flags_override(tmp_path):
     assert (cfg.model, cfg.max_length, cfg.lora) == ("base", 128, True)
     assert (cfg.train.learning_rate, cfg.train.max_steps, cfg.train.betas) == (2e-5, 9, (0.9, 0.95))
     path.write_text("modle: base\n")
-    with pytest.raises(SystemExit, match="modle"):
+    with pytest.raises(ConfigError, match="modle"):
         parse_config(["--config", str(path)])
-    with pytest.raises(SystemExit, match="lora and fsdp"):
+    with pytest.raises(ConfigError, match="lora and fsdp"):
         parse_config(["--lora", "--fsdp"])
 
 

@@ -102,7 +102,7 @@ def test_resume_after_a_crash_gives_the_same_losses(tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(model(), loader(data, hook=crash_after_three_steps), cfg(tmp_path / "cut", save_every=3))
     assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-3"
-    resumed = train(model(seed=99), loader(data), cfg(tmp_path / "cut"), resume=True)
+    resumed = train(model(seed=99), loader(data), cfg(tmp_path / "cut", resume=True))
     assert losses(resumed) == losses(full)[3:]
 
 
@@ -119,7 +119,7 @@ def test_sigint_saves_and_resume_crosses_epoch_boundaries(tmp_path):
 
     stopped = train(model(), loader(data, hook=interrupt), cfg(tmp_path / "cut"))
     assert stopped.interrupted and stopped.step == 4  # the step in progress finishes first
-    resumed = train(model(seed=5), loader(data), cfg(tmp_path / "cut"), resume=True)
+    resumed = train(model(seed=5), loader(data), cfg(tmp_path / "cut", resume=True))
     assert losses(stopped) + losses(resumed) == losses(full)
 
 
@@ -157,13 +157,12 @@ def test_the_run_records_its_config_at_start_and_resume_refuses_another(tmp_path
 
     train(model(), loader(make_samples()), cfg(tmp_path, max_steps=2, learning_rate=2e-3))
     with pytest.raises(ConfigError, match=r"learning_rate: 0.002 -> 0.003.*--resume-force"):
-        train(model(), loader(make_samples()), cfg(tmp_path, max_steps=2, learning_rate=3e-3), resume=True)
+        train(model(), loader(make_samples()), cfg(tmp_path, max_steps=2, learning_rate=3e-3, resume=True))
     assert json.loads((tmp_path / "run_config.json").read_text())["config"]["learning_rate"] == 2e-3
     # what is shown and saved may change; with force, anything may, and the record says what changed
     train(model(), loader(make_samples()), cfg(tmp_path, max_steps=2, learning_rate=2e-3, save_every=5,
-                                               progress=False), resume=True)
-    forced = train(model(), loader(make_samples()), cfg(tmp_path, max_steps=3, learning_rate=3e-3), resume=True,
-                   resume_force=True)
+                                               progress=False, resume=True))
+    forced = train(model(), loader(make_samples()), cfg(tmp_path, max_steps=3, learning_rate=3e-3, resume_force=True))
     assert [r["step"] for r in forced.history] == [3]
     record = json.loads((tmp_path / "run_config.json").read_text())
     assert record["changed_on_resume"] == {"learning_rate": [2e-3, 3e-3], "max_steps": [2, 3]}
