@@ -31,7 +31,8 @@ from ftlib.config import TrainConfig, check_resume, run_record, write_run_record
 from ftlib.device import train_dtype
 from ftlib.distributed import all_reduce_min, all_reduce_sum, barrier, rank_world
 from ftlib.frozen import FrozenCast
-from ftlib.objective import Objective, TokenLoss, autocast, evaluate_loss, to_device, token_loss_sum
+from ftlib.objective import Objective, TokenLoss, evaluate_loss, to_device, token_loss_sum
+from ftlib.objective import autocast as _autocast  # the name in Stepper.step's source, which notebook 05 prints
 from ftlib.progress import progress_bar
 
 # TrainConfig lives in ftlib.config (importable without torch); Objective, TokenLoss, evaluate_loss, to_device and
@@ -91,7 +92,7 @@ class Stepper:
         metric_sums: dict[str, float] = {}
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1 or self.world == 1
-            with _no_sync(self.model, sync), autocast(self.device, self.dtype):
+            with _no_sync(self.model, sync), _autocast(self.device, self.dtype):
                 loss, _, metrics = self.objective(self.forward_model, batch)
                 # DDP averages gradients over processes; scale so the result is sum / all units.
                 (loss * self.world / max(n_units, 1)).backward()
