@@ -66,7 +66,8 @@ LAST      := $(addprefix nb-,$(NB_AFTER_05))
 ALL_JOBS  := $(NB_JOBS) unit-slow unit-rest
 TEST_JOBS := $(filter $(ALL_JOBS),$(LONGEST_FIRST)) $(filter-out $(LONGEST_FIRST) $(LAST),$(ALL_JOBS)) $(LAST)
 STAMP_05  := $(NB_LOGS)/05.ended
-STAMP_ALONE := $(NB_LOGS)/others.ended  # written when the last job outside the chain ends
+# written when the last job outside the chain ends (then the chain's kernels take the second core)
+STAMP_ALONE := $(NB_LOGS)/others.ended
 IPY_CHAIN := $(NB_LOGS)/ipython
 CHAIN_ENV  = IPYTHONDIR=$(abspath $(IPY_CHAIN)) FTLIB_ALONE_STAMP=$(abspath $(STAMP_ALONE))
 WAIT_05   ?=
