@@ -162,7 +162,8 @@ def run(cfg: SFTConfig) -> Path:
     from ftlib.checkpoint import save_finetuned
     from ftlib.models import load_model, load_tokenizer
 
-    tokenizer = _config_step(f"model {cfg.model!r}", load_tokenizer, cfg.model, cfg.profile)
+    model_step = f"profile {record['profile']!r}: model {cfg.model!r}"  # a hub error names the profile, as data's do
+    tokenizer = _config_step(model_step, load_tokenizer, cfg.model, cfg.profile)
     train_tok, eval_tok, template, report = prepare_samples(cfg, tokenizer, records)
     if rank == 0:
         print(report)
@@ -170,8 +171,7 @@ def run(cfg: SFTConfig) -> Path:
         reason = next(iter(report.dropped.values()), "it has no records")
         raise DataError(f"{cfg.dataset}: no record is left to train on after tokenising with max_length="
                         f"{cfg.max_length}, e.g. {reason}; raise --max-length or shorten the responses")
-    model = _config_step(f"model {cfg.model!r}", load_model, cfg.model, cfg.profile, dtype=torch.float32,
-                         device=device)[0]
+    model = _config_step(model_step, load_model, cfg.model, cfg.profile, dtype=torch.float32, device=device)[0]
     pad = pad_token_id(tokenizer)
     # every process builds the same loader of *global* batches and trains on its block of rows of each
     loader = make_dataloader(train_tok, cfg.strategy, cfg.batch_size * world, cfg.max_length, shuffle=True,

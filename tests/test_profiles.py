@@ -53,3 +53,24 @@ def test_an_unreachable_hub_dataset_is_one_line_naming_profile_and_fix(error, mo
     hub_alpaca = PROFILES["hub-cpu"].datasets["alpaca"]
     assert line.startswith(f"error: profile 'hub-cpu': could not reach dataset {hub_alpaca!r}") and str(error) in line
     assert "FTLIB_PROFILE=offline" in line and "huggingface-cli login" in line
+
+
+def test_an_unreachable_hub_model_is_one_line_naming_profile_and_fix(monkeypatch, capsys):
+    """The data loads (here: faked), the model's hub download fails: the line names the profile like data's do."""
+    import datasets
+    import transformers
+
+    def unreachable(*_args, **_kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    records = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": "Hi"},
+                                                        {"role": "assistant", "content": "Hello"}]}])
+    monkeypatch.setattr(sft, "load_records", lambda *_args, **_kwargs: records)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", unreachable)
+    monkeypatch.setattr(profiles, "_SET_OFFLINE", False)
+    argv = ["--config", "configs/sft-chat.yaml", "--profile", "hub-cpu", "--output-dir", "/nonexistent/never-written"]
+    assert sft.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    hub_base = PROFILES["hub-cpu"].models["base"]
+    assert line.startswith(f"error: profile 'hub-cpu': model 'base': Could not load {hub_base!r}"), line
+    assert "FTLIB_PROFILE=offline" in line and "huggingface-cli login" in line
