@@ -55,9 +55,7 @@ RECIPES: dict[str, dict] = {
     "attn-only": {"lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")},
     "attn-only-r32": {"lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj"), "lora_r": 32, "lora_alpha": 64},
     "short150": {"mixture": {"max_output_chars": 150, "instructions": 165}},  # 265 such records: 165 + 40 chained (100)
-    # the same two with another training seed (batch order, LoRA init): is short150's gain more than noise?
-    "short-lr6e-4-seed1": {"train": {"seed": 1}},
-    "short150-seed1": {"mixture": {"max_output_chars": 150, "instructions": 165}, "train": {"seed": 1}},
+    # another training seed of any recipe (batch order, LoRA init): --seeds, e.g. --recipes short150 --seeds 1
 }
 
 
