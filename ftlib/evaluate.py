@@ -25,6 +25,7 @@ import torch
 from ftlib.generation import Generation, generate
 from ftlib.loss import token_losses
 from ftlib.objective import evaluate_loss
+from ftlib.reply_cache import ReplyCache
 
 
 # ---------------------------------------------------------------- loss and perplexity
@@ -172,22 +173,32 @@ class GenerationReport:
 
 def generate_replies(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8,
                      stop_token_ids: Collection[int] | None = None, add_special_tokens: bool = True,
-                     progress: bool = False) -> GenerationReport:
+                     progress: bool = False, cache: ReplyCache | None = None) -> GenerationReport:
     """Greedy replies to ``prompts`` (already formatted with the model's template), batched, with finish reasons.
 
     Stop tokens default to the model's and tokenizer's end-of-sequence ids (see ``ftlib.generation``). Pass
-    ``add_special_tokens=False`` for prompts rendered by a chat template that already includes BOS.
+    ``add_special_tokens=False`` for prompts rendered by a chat template that already includes BOS. With a
+    ``cache`` (``ftlib.reply_cache``), replies this model already gave to these prompts under these settings are
+    read back and only the others are generated (in batches of ``batch_size``), then stored.
     """
     from ftlib.progress import progress_bar
 
     if not prompts:
         raise ValueError("no prompts given")
-    replies: list[Generation] = []
-    for start in progress_bar(range(0, len(prompts), batch_size), desc="generating", disable=not progress):
-        chunk = list(prompts[start:start + batch_size])
-        replies += generate(model, tokenizer, chunk, max_new_tokens=max_new_tokens, do_sample=False,
-                            stop_token_ids=stop_token_ids, add_special_tokens=add_special_tokens,
-                            return_details=True)
+    replies: list[Generation | None] = [None] * len(prompts)
+    if cache is not None:
+        key, settings, replies = cache.lookup(model, tokenizer, prompts, max_new_tokens, stop_token_ids,
+                                              add_special_tokens)
+    todo = [i for i, reply in enumerate(replies) if reply is None]
+    for start in progress_bar(range(0, len(todo), batch_size), desc="generating", disable=not progress):
+        rows = todo[start:start + batch_size]
+        batch = generate(model, tokenizer, [prompts[i] for i in rows], max_new_tokens=max_new_tokens,
+                         do_sample=False, stop_token_ids=stop_token_ids, add_special_tokens=add_special_tokens,
+                         return_details=True)
+        for i, reply in zip(rows, batch):
+            replies[i] = reply
+    if cache is not None and todo:
+        cache.store(key, settings, [prompts[i] for i in todo], [replies[i] for i in todo])
     return GenerationReport(list(prompts), replies, max_new_tokens)
 
 

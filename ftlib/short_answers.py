@@ -147,19 +147,24 @@ def chat_prompt(tokenizer, question: str) -> str:
 
 
 def run_short_answers(model, tokenizer, items: Sequence[dict], mode: str = "chat",
-                      max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[Generation], dict]:
-    """Greedy replies to ``items`` in one batch, and their ``score_replies``; ``seconds`` is the wall time."""
+                      max_new_tokens: int = MAX_NEW_TOKENS, cache=None) -> tuple[list[Generation], dict]:
+    """Greedy replies to ``items`` in one batch, and their ``score_replies``; ``seconds`` is the wall time.
+
+    ``cache`` (a ``ftlib.reply_cache.ReplyCache``, chat mode only): replies this model already gave are read back.
+    """
     from ftlib.evaluate import generate_replies
     from ftlib.generation import generate
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if cache is not None and mode != "chat":
+        raise ValueError("a reply cache serves chat-mode replies only (few-shot replies end at a stop string)")
     started = time.perf_counter()
     questions = [item["question"] for item in items]
     if mode == "chat":  # the template holds BOS; the end token stops a reply
         prompts = [chat_prompt(tokenizer, q) for q in questions]
         replies = generate_replies(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                   batch_size=len(prompts), add_special_tokens=False).replies
+                                   batch_size=len(prompts), add_special_tokens=False, cache=cache).replies
     else:  # the answer ends at the first newline (or the end token)
         prompts = [few_shot_prompt(q) for q in questions]
         replies = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=False,
