@@ -175,14 +175,20 @@ def reference_context(policy, reference):
                      "adapters so the policy with adapters disabled serves as the reference")
 
 
-def compute_dpo_loss(policy, batch: dict, reference=None, beta: float = 0.1) -> DPOOutput:
-    """Policy forward (with gradients) and reference forward (without) on one preference batch, then the loss."""
+def compute_dpo_loss(policy, batch: dict, reference=None, beta: float = 0.1,
+                     ref_logps: torch.Tensor | None = None) -> DPOOutput:
+    """Policy forward (with gradients) and reference forward (without) on one preference batch, then the loss.
+    ``ref_logps``: the reference's sequence log-probs of this batch, computed before (then no reference forward)."""
     policy_logps = sequence_logps(policy, *reply_labels(batch))
-    ref_model, context = reference_context(policy, reference)
-    with torch.no_grad(), context:
-        ref_logps = sequence_logps(ref_model, *reply_labels(batch))
+    if ref_logps is None:
+        ref_model, context = reference_context(policy, reference)
+        with torch.no_grad(), context:
+            ref_logps = sequence_logps(ref_model, *reply_labels(batch))
+    elif ref_logps.shape != policy_logps.shape:
+        raise ValueError(f"reference log-probs for {ref_logps.shape[0]} rows given, the batch has "
+                         f"{policy_logps.shape[0]}: compute them on the same loader, unshuffled")
     policy_chosen, policy_rejected = policy_logps.chunk(2)
-    ref_chosen, ref_rejected = ref_logps.chunk(2)
+    ref_chosen, ref_rejected = ref_logps.to(policy_logps.dtype).chunk(2)
     return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
 
 
@@ -235,16 +241,34 @@ class DPOConfig(TrainConfig):
 
 
 @torch.no_grad()
-def evaluate_dpo(policy, loader, reference=None, beta: float = 0.1,
-                 dtype: torch.dtype | None = None) -> dict[str, float]:
+def reference_logps(policy, loader, reference=None, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """The reference's sequence log-probs of every batch of an unshuffled ``loader``, to pass to ``evaluate_dpo``
+    as ``ref_logps``: the reference never changes, so held-out pairs need its forward once, not at every
+    evaluation (TRL's ``precompute_ref_log_probs``)."""
+    device = next(policy.parameters()).device
+    ref_model, context = reference_context(policy, reference)
+    was_training = ref_model.training
+    ref_model.eval()
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None), context:
+        out = [sequence_logps(ref_model, *reply_labels(to_device(b, device))).float() for b in loader]
+    ref_model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def evaluate_dpo(policy, loader, reference=None, beta: float = 0.1, dtype: torch.dtype | None = None,
+                 ref_logps: list[torch.Tensor] | None = None) -> dict[str, float]:
     """Loss, mean margin and reward accuracy over held-out pairs (each pair weighted equally); ``dtype``:
-    autocast to it (as training does)."""
+    autocast to it (as training does); ``ref_logps``: ``reference_logps`` of the same loader (one forward less)."""
     was_training = policy.training
     policy.eval()
     device = next(policy.parameters()).device
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-    with autocast:
-        outs = [compute_dpo_loss(policy, to_device(b, device), reference, beta) for b in loader]
+    batches = list(loader)
+    if ref_logps is not None and len(ref_logps) != len(batches):
+        raise ValueError(f"reference log-probs for {len(ref_logps)} batches given, the loader has {len(batches)}")
+    refs = ref_logps if ref_logps is not None else [None] * len(batches)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        outs = [compute_dpo_loss(policy, to_device(b, device), reference, beta, ref) for b, ref in zip(batches, refs)]
     policy.train(was_training)
     chosen = torch.cat([o.chosen_rewards for o in outs])
     rejected = torch.cat([o.rejected_rewards for o in outs])

@@ -234,3 +234,22 @@ def test_dpo_nan_stops_with_training_diverged_and_keeps_the_last_checkpoint(toke
     fresh = _policy(tokenizer, seed=3)
     load_weights(good, fresh)
     assert all(torch.isfinite(p).all() for p in fresh.parameters())
+
+
+def test_reference_log_probs_computed_once_give_the_same_evaluation(tokenizer, tmp_path):
+    """Held-out pairs need the reference's forward once (TRL's precompute_ref_log_probs): after training, an
+    evaluation with the log-probs kept from the start equals one that runs the reference again."""
+    pairs = dpo.tokenise_preferences(datasets.Dataset.from_list(_rows(8)), tokenizer)
+    eval_loader = dpo.make_preference_loader(pairs, tokenizer, batch_size=3, shuffle=False)  # 3 batches, one short
+    policy = add_lora(tiny_llama_for(tokenizer, seed=0), r=4, alpha=8)
+    kept = dpo.reference_logps(policy, eval_loader)
+    assert policy.training  # handed back as it came
+    loader = dpo.make_preference_loader(pairs, tokenizer, batch_size=4, seed=0)
+    dpo.train_dpo(policy, loader, dpo.DPOConfig(output_dir=str(tmp_path), learning_rate=3e-3, max_steps=6,
+                                                progress=False))
+    again = dpo.evaluate_dpo(policy, eval_loader)
+    assert again["margin"] > 0.05  # training moved the policy: a non-trivial comparison
+    assert dpo.evaluate_dpo(policy, eval_loader, ref_logps=kept) == pytest.approx(again, rel=1e-6, abs=1e-7)
+    with pytest.raises(ValueError, match="3 batches given, the loader has 1"):
+        dpo.evaluate_dpo(policy, dpo.make_preference_loader(pairs, tokenizer, batch_size=8, shuffle=False),
+                         ref_logps=kept)
