@@ -8,7 +8,8 @@ read the first answer (lm-evaluation-harness keeps such a cache too).
 * **The key is the model's content, not its path**: a SHA-256 of every parameter and buffer (name, dtype, shape,
   bytes), about 0.7 s for Gemma-3-270M. Retrain, merge or cast the model and it is another model: nothing is read.
 * **Then the prompt and the settings**: the rendered prompt, ``max_new_tokens``, the resolved stop-token ids,
-  ``add_special_tokens`` and the tokenizer (class, vocabulary size, special ids).
+  ``add_special_tokens``, the tokenizer (class, vocabulary size, special ids), and the code that generates: the
+  versions of torch and transformers and a hash of ftlib's generation modules (edit them and nothing is read).
 * **One reply per prompt**, whatever batch it was generated in. A reply generated beside other prompts can differ
   from one generated alone in the last bits of its logits (padding changes the sums), rarely its greedy text: the
   cache returns the reply this model gave to this prompt, in the batch it was first asked in.
@@ -17,6 +18,7 @@ read the first answer (lm-evaluation-harness keeps such a cache too).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,12 +48,28 @@ def model_key(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:32]
 
 
+@functools.cache
+def _code_key() -> list[str]:
+    """What generates a reply besides the weights: torch, transformers and ftlib's generation code."""
+    import transformers
+
+    import ftlib.generation
+    import ftlib.sampling
+    import ftlib.stopping
+
+    sources = hashlib.sha256()
+    for module in (ftlib.generation, ftlib.sampling, ftlib.stopping):
+        sources.update(Path(module.__file__).read_bytes())
+    return [torch.__version__, transformers.__version__, sources.hexdigest()[:16]]
+
+
 def _settings_key(model, tokenizer, max_new_tokens: int, stop_token_ids: Collection[int] | None,
                   add_special_tokens: bool) -> str:
     stops = sorted(stop_token_ids) if stop_token_ids is not None else sorted(default_stop_token_ids(model, tokenizer))
     return json.dumps({"max_new_tokens": max_new_tokens, "stops": stops, "special": add_special_tokens,
                        "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.bos_token_id,
-                                     tokenizer.eos_token_id, tokenizer.pad_token_id]}, sort_keys=True)
+                                     tokenizer.eos_token_id, tokenizer.pad_token_id], "code": _code_key()},
+                      sort_keys=True)
 
 
 class ReplyCache:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ftlib import evaluate as ev
+from ftlib import reply_cache
 from ftlib.checkpoint import save_finetuned
 from ftlib.models import load_model
 from ftlib.reply_cache import ReplyCache, model_key
@@ -50,8 +51,8 @@ def test_only_the_missing_prompts_are_generated(tokenizer, tmp_path, monkeypatch
     assert _fields(report) == _fields(ev.generate_replies(model, tokenizer, PROMPTS, max_new_tokens=8))
 
 
-@pytest.mark.parametrize("change", ["weights", "limit", "stops", "special"])
-def test_what_changes_a_reply_misses(tokenizer, tmp_path, change):
+@pytest.mark.parametrize("change", ["weights", "limit", "stops", "special", "code"])
+def test_what_changes_a_reply_misses(tokenizer, tmp_path, monkeypatch, change):
     model = tiny_llama_for(tokenizer, seed=0)
     cache = ReplyCache(tmp_path)
     kwargs = dict(max_new_tokens=8, stop_token_ids=None, add_special_tokens=True)
@@ -59,6 +60,8 @@ def test_what_changes_a_reply_misses(tokenizer, tmp_path, change):
     if change == "weights":
         with torch.no_grad():
             model.model.norm.weight[0] += 1e-3
+    elif change == "code":  # another torch, transformers or ftlib.generation: the same weights may reply otherwise
+        monkeypatch.setattr(reply_cache, "_code_key", lambda: ["another torch", "4.0", "edited"])
     else:
         kwargs.update({"limit": {"max_new_tokens": 9}, "stops": {"stop_token_ids": {5}},
                        "special": {"add_special_tokens": False}}[change])
