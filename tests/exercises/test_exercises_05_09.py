@@ -1,8 +1,11 @@
-"""Exercises of notebooks 05-09: each worked solution passes its check, each planted mistake gets its sentence.
+"""Exercises of notebooks 05-10: each worked solution passes its check, each planted mistake gets its sentence.
 
 The solutions here are those of notebooks/solutions/NN_solutions.ipynb (whose saved outputs are checked at the end).
 """
 import json
+import re
+import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from ftlib.course.exercises import all_exercises, exercise
+from ftlib.short_answers import first_line, normalise
 from ftlib.tiny import tiny_llama
 
 SOLUTIONS = Path(__file__).resolve().parents[2] / "notebooks" / "solutions"
-KEYS = [k for k in all_exercises() if k[:2] in {"05", "06", "07", "08", "09"}]
+KEYS = [k for k in all_exercises() if k[:2] in {"05", "06", "07", "08", "09", "10"}]
 
 
 # ---------------------------------------------------------------- worked solutions
@@ -52,6 +56,16 @@ def sequence_logps(logits, labels):
     return (logp * (labels != -100)).sum(-1)
 
 
+def repeats(words, n=3, times=4):
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return any(count >= times for count in grams.values())
+
+
+def is_right(reply, answers):
+    line = next((line for line in reply.splitlines() if line.strip()), "")
+    return any(f" {normalise(a)} " in f" {normalise(line)} " for a in answers if normalise(a))
+
+
 def labels_for(input_ids, attention_mask, pad_id):
     return input_ids.masked_fill(attention_mask == 0, -100)
 
@@ -66,8 +80,8 @@ def sample_labels(input_ids, prompt_length, pad_id):
 
 
 SOLVED = {"05.1": shifted_loss, "05.2": micro_batch_losses, "06.1": article_prompt, "06.2": cut_reply,
-          "07.1": 1792, "07.2": lora_forward, "08.1": dpo_loss, "08.2": sequence_logps, "09.1": labels_for,
-          "09.2": split_loss, "09.3": sample_labels}
+          "07.1": 1792, "07.2": lora_forward, "08.1": dpo_loss, "08.2": sequence_logps, "09.1": repeats,
+          "09.2": is_right, "10.1": labels_for, "10.2": split_loss, "10.3": sample_labels}
 
 
 def test_every_exercise_has_a_solution_here():
@@ -105,6 +119,23 @@ def _mean_logps(logits, labels):
     return sequence_logps(logits, labels) / (labels[:, 1:] != -100).sum(-1)
 
 
+def _grams(words, n):
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def _non_overlapping(words, n, times):
+    text = " ".join(words)  # str.count counts occurrences that do not overlap
+    return any(text.count(" ".join(gram)) >= times for gram in _grams(words, n))
+
+
+def _ascii(text):
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+
+
+def _words(text):  # normalise without dropping a leading article
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text.lower()).split())
+
+
 WRONG = [
     ("05.1", _no_shift, "position t must predict label t + 1"),
     ("05.1", _mean_over_all, "the -100 ones included"),
@@ -126,14 +157,34 @@ WRONG = [
     ("08.1", lambda *a: torch.tensor(1.0), "the loss must be log 2"),
     ("08.2", _mean_logps, "is their sum"),
     ("08.2", lambda lg, lb: -sequence_logps(lg, lb), "a log-probability is at most 0"),
-    ("09.1", lambda ids, mask, pad: ids.masked_fill(ids == pad, -100), "the article's bug"),
-    ("09.2", lambda losses, t, e: split_loss(losses, t, e)[::-1], "the wrong way round"),
-    ("09.3", lambda ids, n, pad: [-100 if i < n or t == pad else t for i, t in enumerate(ids)],
+    ("09.1", _non_overlapping, "you count occurrences that do not overlap"),
+    ("09.1", lambda w, n, t: repeats(w, n, t + 1), "compare with >= times, not > times"),
+    ("09.1", lambda w, n, t: any(c >= t for c in Counter(w).values()), "you count single words"),
+    ("09.1", lambda w, n, t: any(c >= t for c in Counter(_grams(w, n)[:-1]).values()), "you miss the last n-gram"),
+    ("09.1", lambda w, n, t: repeats(w), "use the n and times you are given, not 3 and 4"),
+    ("09.1", lambda w, n, t: repeats(w, 3, t), "use the n you are given, not 3"),
+    ("09.1", lambda w, n, t: max(Counter(_grams(w, n)).values()) >= t, "a reply shorter than n words"),
+    ("09.1", lambda w, n, t: max(Counter(_grams(w, n)).values(), default=0), "return True or False"),
+    ("09.1", lambda w, n, t: False, "for the words of '1 . 1 . 1 . 1 . 1 . 1 .' with n=3, times=4 expected True"),
+    ("09.2", lambda r, a: any(normalise(x) in normalise(r.splitlines()[0]) for x in a), "'112' as right for 12"),
+    ("09.2", lambda r, a: any(re.sub(r"\W", "", x) == re.sub(r"\W", "", r) for x in a), "'1 2' as right for 12"),
+    ("09.2", lambda r, a: any(f" {normalise(x)} " in f" {normalise(r)} " for x in a), "you read every line"),
+    ("09.2", lambda r, a: is_right(r.splitlines()[0], a), "even when it is blank"),
+    ("09.2", lambda r, a: any(normalise(x) == normalise(r) for x in a), "not equality"),
+    ("09.2", lambda r, a: any(x in first_line(r).split() for x in a), "normalise both sides first"),
+    ("09.2", lambda r, a: any(x.lower() in first_line(r).lower().split() for x in a), "normalise both sides"),
+    ("09.2", lambda r, a: is_right(_ascii(r), [_ascii(x) for x in a]), "accents are kept"),
+    ("09.2", lambda r, a: any(f" {_words(x)} " in f" {_words(first_line(r))} " for x in a), "the accepted answers"),
+    ("09.2", lambda r, a: is_right(r.split(",")[0], a), "lists several guesses"),
+    ("09.2", lambda r, a: "yes" if is_right(r, a) else "no", "return True or False for every reply, not 'yes'"),
+    ("10.1", lambda ids, mask, pad: ids.masked_fill(ids == pad, -100), "the article's bug"),
+    ("10.2", lambda losses, t, e: split_loss(losses, t, e)[::-1], "the wrong way round"),
+    ("10.3", lambda ids, n, pad: [-100 if i < n or t == pad else t for i, t in enumerate(ids)],
      "stopped on 0 of 6 replies: the end token's label is -100"),
-    ("09.3", lambda ids, n, pad: list(ids), "stopped on 6 of 6 replies, but you train the prompt too"),
-    ("09.3", lambda ids, n, pad: [-100] * n + list(ids[n:-1]), "one label per token (9 per sample), not 8"),
-    ("09.3", lambda ids, n, pad: [-100] * (n + 1) + list(ids[n + 1:]), "expected labels"),
-    ("09.2", lambda losses, t, e: (split_loss(losses, t, e)[0], losses.mean()), "the overall mean"),
+    ("10.3", lambda ids, n, pad: list(ids), "stopped on 6 of 6 replies, but you train the prompt too"),
+    ("10.3", lambda ids, n, pad: [-100] * n + list(ids[n:-1]), "one label per token (9 per sample), not 8"),
+    ("10.3", lambda ids, n, pad: [-100] * (n + 1) + list(ids[n + 1:]), "expected labels"),
+    ("10.2", lambda losses, t, e: (split_loss(losses, t, e)[0], losses.mean()), "the overall mean"),
 ]
 
 
@@ -164,8 +215,8 @@ def test_checks_leave_the_learners_random_state_alone():
 
 
 def test_the_stop_check_measures_what_the_end_label_does():
-    """09.3's check trains a tiny model: with the end token trained every reply stops, without it none does."""
-    from ftlib.course.exercises.nb07_09 import _stop_samples, _stops_after_training
+    """10.3's check trains a tiny model: with the end token trained every reply stops, without it none does."""
+    from ftlib.course.exercises.nb10 import _stop_samples, _stops_after_training
 
     ids = _stop_samples()
     labels = torch.tensor([sample_labels(row.tolist(), 4, 2) for row in ids])

@@ -8,13 +8,13 @@ learns at once whether the answer works and, if not, what is wrong in one senten
     ex.solution()                   # where the worked solution is (notebooks/solutions/)
 
 The framework is in ``core`` (``@register``, ``call``); the checks live in one module per few notebooks (``nb00_02``,
-``nb03_04``, ``nb05_06``, ``nb07_09``; what they share is in ``shared``), imported below so that each registers its
-checks. A check must be deterministic and cheap (a tokenizer or a tiny model, never training), so the same verdict
-prints on any machine.
+``nb03_04``, ``nb05_06``, ``nb07_09``, ``nb10``; what they share is in ``shared``), imported below so that each
+registers its checks. A check must be deterministic and cheap (a tokenizer or a tiny model, never training), so the
+same verdict prints on any machine.
 """
 from __future__ import annotations
 
-from ftlib.course.exercises import nb00_02, nb03_04, nb05_06, nb07_09  # noqa: F401  (importing registers the checks)
+from ftlib.course.exercises import nb00_02, nb03_04, nb05_06, nb07_09, nb10  # noqa: F401  (importing registers checks)
 from ftlib.course.exercises.core import Exercise, Verdict, register, registered
 
 __all__ = ["Exercise", "Verdict", "exercise", "register", "all_exercises"]

@@ -1,7 +1,8 @@
 """Checks for the exercises of notebooks 07-09 (LoRA, DPO, evaluation); see ``ftlib.course.exercises``.
 
-Each check runs the learner's answer on small fixed tensors or a tiny random model (``ftlib.tiny``) and compares
-it with a peer: peft's LoRA layer, ftlib's tested DPO and evaluation code. A known mistake gets its own sentence
+Each check runs the learner's answer on small fixed inputs (tensors, word lists, replies) or a tiny random model
+(``ftlib.tiny``) and compares it with a peer: peft's LoRA layer, ftlib's tested DPO and evaluation code
+(``ftlib.evaluate.repeats_ngram``, ``ftlib.short_answers.is_right``). A known mistake gets its own sentence
 (what is wrong, and why it matters); anything else gets the numbers.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ftlib.course.exercises.core import NOT_YET, call, register
-from ftlib.course.exercises.shared import END, close, known_mistake, number, tiny_batch
+from ftlib.course.exercises.shared import close, known_mistake, number, tiny_batch
 
 # ---------------------------------------------------------------- 07 · LoRA
 R07, TARGETS07 = 8, ("q_proj", "v_proj")
@@ -146,115 +147,122 @@ def _seq_logps(fn) -> str | None:
 
 
 # ---------------------------------------------------------------- 09 · evaluation
-@register("09.1", "fix the padding mask when pad == eos",
-          hint="which positions are padding is written in the attention mask, not in the token ids",
-          success="padding is masked by position and every reply keeps its end-token label.")
-def _pad_mask(fn) -> str | None:
-    ids = torch.tensor([[1, 5, 6, 7, END, END, END], [1, 8, END, 9, 4, 3, END]])  # pad == eos == 2
-    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
-    got = call(fn, ids.clone(), mask.clone(), END, unanswered=NOT_YET)
-    if not isinstance(got, torch.Tensor) or got.shape != ids.shape:
-        return f"return labels shaped like input_ids {tuple(ids.shape)}, not {getattr(got, 'shape', got)!r}"
-    expected = ids.masked_fill(mask == 0, -100)
-    if torch.equal(got, expected):
-        return None
-    if torch.equal(got, ids.masked_fill(ids == END, -100)):
-        return "your labels drop every end token, the one that closes each reply included, so the model is never " \
-               "taught to stop (the article's bug)"
-    if torch.equal(got, ids):
-        return "nothing is masked: the padding after row 0's end token would be trained on"
-    return f"expected labels {expected.tolist()}, got {got.tolist()}"
+LOOP = "1 . 1 . 1 . 1 . 1 . 1 ."  # a reply stuck in a loop, as repeats_ngram reads it (punctuation marks are words)
+# (words, n, times): a loop, a sentence, a list of different items, a 3-gram 3 and 4 times, overlapping occurrences,
+# other n and times, and a reply shorter than n (last: it is where a bare max() over no n-grams raises)
+REPEAT_CASES = [(LOOP, 3, 4), ("the model answers the question and then it stops .", 3, 4),
+                ("apples , pears , plums , figs , dates .", 3, 4), ("i think so . " * 3, 3, 4),
+                ("i think so . " * 4, 3, 4), ("ha ha ha ha ha ha", 3, 4), ("to be or not to be or not to be", 2, 3),
+                (LOOP, 3, 6), ("ok", 3, 4)]
 
 
-@register("09.2", "split the held-out loss into content and end token",
-          hint="is_end = torch.isin(targets, torch.tensor(sorted(end_ids))); then the mean of losses[~is_end] and "
-               "the mean of losses[is_end]",
-          success="your split equals ftlib.evaluate.response_loss's content_loss and end_loss.")
-def _split_loss(fn) -> str | None:
-    from ftlib.evaluate import response_loss
-    from ftlib.loss import token_losses
-
-    model, ids, labels, _ = tiny_batch()
-    with torch.no_grad():
-        losses, trained = token_losses(model, {"input_ids": ids}, labels)
-    targets = labels[:, 1:][trained]
-    got = call(fn, losses.clone(), targets.clone(), {END}, unanswered=NOT_YET)
-    pair = [number(v) for v in got] if isinstance(got, (tuple, list)) else []
-    if len(pair) != 2 or None in pair:
-        return f"return a pair of numbers (content loss, end loss), not {got!r}"
-    peer = response_loss(model, [{"input_ids": ids, "labels": labels}], end_token_ids={END})
-    content, end = peer["content_loss"], peer["end_loss"]
-    if close(pair[0], content) and close(pair[1], end):
-        return None
-    if close(pair[0], end) and close(pair[1], content):
-        return "you returned them the wrong way round: (content loss, end loss)"
-    if any(close(v, peer["loss"]) for v in pair):
-        return "one of your numbers is the overall mean, which hides the end token (one per reply) in the content"
-    if close(pair[1], end * 2):
-        return "your end loss is the sum over the 2 end tokens; it is their mean"
-    return f"yours are ({pair[0]:.4f}, {pair[1]:.4f}); response_loss gives ({content:.4f}, {end:.4f})"
+def _most_non_overlapping(words: list, n: int) -> int:
+    """The largest count of an n-gram when each occurrence starts after the previous one ended (str.count's way)."""
+    best = 0
+    for gram in {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}:
+        count, i = 0, 0
+        while i <= len(words) - n:
+            if tuple(words[i:i + n]) == gram:
+                count, i = count + 1, i + n
+            else:
+                i += 1
+        best = max(best, count)
+    return best
 
 
-N_STOP, PROMPT_LEN, REPLY_LEN, LIMIT, STEPS = 6, 4, 4, 8, 40  # 15 steps already stop all 6: a wide margin
+def _most_grams(words: list, n: int, last: int = 1) -> int:
+    """The largest count of an n-gram, overlapping occurrences included (``last=0``: the last n-gram left out)."""
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + last)]
+    return max((grams.count(g) for g in grams), default=0)
 
 
-def _stop_samples() -> torch.Tensor:
-    """Six fixed samples: BOS and 3 prompt tokens, a 4-token reply, the end token (pad == eos, as in the article)."""
-    ids = torch.randint(3, 64, (N_STOP, PROMPT_LEN + REPLY_LEN + 1), generator=torch.Generator().manual_seed(1))
-    ids[:, 0], ids[:, -1] = 1, END
-    return ids
+@register("09.1", "spot a reply stuck in a loop",
+          hint="count every tuple(words[i:i + n]) for i in range(len(words) - n + 1) (collections.Counter), then "
+               "compare the largest count with times",
+          success="your function agrees with ftlib.evaluate.repeats_ngram on every reply.")
+def _repeats(fn) -> str | None:
+    from ftlib.evaluate import repeats_ngram
 
-
-def _stops_after_training(labels: torch.Tensor) -> int:
-    """Train a tiny random Llama on the samples with ``labels`` (``STEPS`` AdamW steps, about a second), then
-    count the greedy replies to the six prompts that emit the end token within ``LIMIT`` new tokens."""
-    from ftlib.tiny import tiny_llama
-
-    ids = _stop_samples()
-    with torch.random.fork_rng():  # tiny_llama seeds torch: leave the learner's random state alone
-        model = tiny_llama(vocab_size=64).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(STEPS):
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    out = ids[:, :PROMPT_LEN]
-    stopped = torch.zeros(N_STOP, dtype=torch.bool)
-    with torch.no_grad():
-        for _ in range(LIMIT):
-            nxt = model(input_ids=out).logits[:, -1].argmax(-1)
-            stopped |= nxt == END
-            out = torch.cat([out, nxt[:, None]], dim=1)
-    return int(stopped.sum())
-
-
-@register("09.3", "fix the end-token label and count the stops",
-          hint="only the prompt is masked: keep every label from prompt_length on, the end token included, "
-               "whatever its id",
-          success="the tiny model trained on your labels stops on all 6 replies: the end token is a target, so "
-                  "the model learned to emit it.")
-def _stop_labels(fn) -> str | None:
-    ids = _stop_samples()
-    rows = [fn(row.tolist(), PROMPT_LEN, END) for row in ids]
-    if all(r is None for r in rows):
+    cases = [(text.split(), n, times) for text, n, times in REPEAT_CASES]
+    got = [fn(list(words), n, times) for words, n, times in cases[:-1]]
+    if all(g is None for g in got):
         return NOT_YET
+    words, n, times = cases[-1]
     try:
-        labels = torch.tensor([list(r) for r in rows], dtype=torch.long)
-    except (TypeError, ValueError):
-        return "return one list of labels per sample (whole numbers, -100 for tokens not trained)"
-    if labels.shape != ids.shape:
-        return f"return one label per token ({ids.shape[1]} per sample), not {len(rows[0])}"
-    stops = _stops_after_training(labels)
-    expected = ids.clone()
-    expected[:, :PROMPT_LEN] = -100
-    said = f"trained on your labels, the tiny model stopped on {stops} of {N_STOP} replies"
-    if torch.equal(labels, expected) and stops == N_STOP:
+        got.append(fn(list(words), n, times))
+    except Exception as e:  # any error on a short reply is the same mistake
+        return f"a reply shorter than n words has no n-gram, so it repeats none: return False (yours raised " \
+               f"{type(e).__name__})"
+    bad = next((g for g in got if not isinstance(g, bool)), None)
+    if bad is not None or None in got:
+        return f"return True or False for every reply, not {bad!r}"
+    expected = [repeats_ngram(words, n, times) for words, n, times in cases]  # the peer
+    if got == expected:
         return None
-    if (labels[:, -1] == -100).all():
-        return f"{said}: the end token's label is -100 (it equals the pad id), so the model is never taught to " \
-               "stop — the article's bug"
-    if torch.equal(labels, ids):
-        return f"{said}, but you train the prompt too: only the reply and its end token are targets"
-    return f"{said}; expected labels {expected[0].tolist()} for the first sample, got {labels[0].tolist()}"
+    mistakes = {
+        "you count occurrences that do not overlap; they overlap in a loop ('ha ha ha ha ha ha' has 'ha ha ha' 4 "
+        "times), so slide one word at a time": [_most_non_overlapping(w, n) >= t for w, n, t in cases],
+        "a 3-gram that occurs exactly 4 times is a loop: compare with >= times, not > times":
+            [_most_grams(w, n) > t for w, n, t in cases],
+        "you count single words; a list like 'apples , pears , plums , figs' repeats its comma, not a run of n "
+        "words": [_most_grams(w, 1) >= t for w, n, t in cases],
+        "you miss the last n-gram: a list of L words has L - n + 1 of them, range(len(words) - n + 1)":
+            [_most_grams(w, n, last=0) >= t for w, n, t in cases],
+        "use the n and times you are given, not 3 and 4": [_most_grams(w, 3) >= 4 for w, n, t in cases],
+        "use the n you are given, not 3": [_most_grams(w, 3) >= t for w, n, t in cases],
+    }
+    mistake = next((sentence for sentence, wrong in mistakes.items() if got == wrong), None)
+    if mistake:
+        return mistake
+    (words, n, times), want, yours = next((c, e, g) for c, e, g in zip(cases, expected, got) if e != g)
+    return f"for the words of {' '.join(words)!r} with n={n}, times={times} expected {want}, got {yours}"
+
+
+# (reply, accepted answers): the first non-blank line, normalised, must contain an answer as whole words
+ANSWER_CASES = [("Paris.", ["Paris"]), ("The answer is 12.", ["12"]), ("112", ["12"]), ("1 2", ["12"]),
+                ("I am not sure.\nParis", ["Paris"]), ("\n\nParis", ["Paris"]), ("THE Rome", ["Rome"]),
+                ("rome, of course", ["Rome"]), ("café", ["cafe"]), ("Nile.", ["The Nile"]),
+                ("Lyon, Paris or Marseille?", ["Paris"])]
+
+
+@register("09.2", "score a short answer by the course's rule",
+          hint="take the first non-blank line; normalise it and each answer (ftlib.short_answers.normalise); whole "
+               "words: f' {answer} ' in f' {line} '",
+          success="your rule agrees with ftlib.short_answers.is_right on every reply.")
+def _is_right(fn) -> str | None:
+    from ftlib.short_answers import is_right
+
+    got = [fn(reply, list(answers)) for reply, answers in ANSWER_CASES]
+    if all(g is None for g in got):
+        return NOT_YET
+    bad = next((g for g in got if not isinstance(g, bool)), None)
+    if bad is not None or None in got:
+        return f"return True or False for every reply, not {bad!r}"
+    expected = [is_right(reply, answers) for reply, answers in ANSWER_CASES]  # the peer
+    if got == expected:
+        return None
+    said = dict(zip((reply for reply, _ in ANSWER_CASES), got))
+    if said["112"]:
+        return "you count '112' as right for 12: the answer must occur as whole words, not inside another word"
+    if said["1 2"]:
+        return "you count '1 2' as right for 12: spaces separate words, so keep them (runs of spaces become one)"
+    if said["I am not sure.\nParis"]:
+        return "you read every line; only the first non-blank line counts (a later line is often the model " \
+               "rambling on)"
+    if not said["\n\nParis"]:
+        return "you read the first line even when it is blank; the rule reads the first non-blank line"
+    if said["Paris."] and not said["The answer is 12."]:
+        return "the answer may be part of the line: 'The answer is 12.' is right for 12 (look for it as whole " \
+               "words, not equality)"
+    if not (said["Paris."] and said["THE Rome"] and said["rome, of course"]):
+        return "normalise both sides first (lower case, punctuation to spaces): 'Paris.' is right for Paris and " \
+               "'rome, of course' for Rome"
+    if said["café"]:
+        return "accents are kept: 'café' is not 'cafe' (only case and punctuation are normalised)"
+    if not said["Nile."]:
+        return "drop a leading a/an/the from the accepted answers too: 'Nile.' is right for 'The Nile'"
+    if not said["Lyon, Paris or Marseille?"]:
+        return "a reply that lists several guesses is right if one of them is: the rule reads no meaning"
+    reply, answers = next(c for c, e, g in zip(ANSWER_CASES, expected, got) if e != g)
+    return f"for the reply {reply!r} and answers {answers} expected {is_right(reply, answers)}, " \
+           f"got {said[reply]}"
