@@ -63,7 +63,7 @@ NB_CHAIN  := 05_sft 08_dpo 09_evaluate  # 08 loads the model 05 saves, 09 05's a
 NB_AFTER_05 := 06_chat                  # loads 05's model; waits for the chain's stamp in `make test`
 NB_SOLO   := $(filter-out $(NB_CHAIN),$(NB_ALL))
 NB_JOBS   := nb-chain $(addprefix nb-,$(NB_SOLO)) nb-solutions
-LONGEST_FIRST := nb-chain unit-slow nb-07_lora unit-rest nb-solutions \
+LONGEST_FIRST := nb-chain unit-slow nb-10_pad_eos nb-07_lora unit-rest nb-solutions \
 	nb-02_base_vs_instruct nb-04_chat_samples nb-01_generation nb-00_setup nb-03_alpaca_samples
 LAST      := $(addprefix nb-,$(NB_AFTER_05))
 ALL_JOBS  := $(NB_JOBS) unit-slow unit-rest

@@ -50,7 +50,8 @@ def tiny_course(tmp_path_factory):
     notebooks = home / "notebooks"
     notebooks.mkdir()
     (home / "configs").symlink_to(root / "configs")  # the notebooks read ../configs/sft-chat.yaml
-    for name in ("01_generation.ipynb", "05_sft.ipynb", "06_chat.ipynb", "08_dpo.ipynb", "09_evaluate.ipynb"):
+    for name in ("01_generation.ipynb", "05_sft.ipynb", "06_chat.ipynb", "08_dpo.ipynb", "09_evaluate.ipynb",
+                 "10_pad_eos.ipynb"):
         shutil.copy(root / "notebooks" / name, notebooks / name)
     with pytest.MonkeyPatch.context() as m:
         m.setenv("FTLIB_PROFILE", "tiny")

@@ -48,7 +48,7 @@ def test_student_copy_has_no_outputs_no_solutions_and_folded_notices(course):
     out = course / "build" / "student"
     originals = sorted((course / "notebooks").glob("*.ipynb"))
     copies = sorted((out / "notebooks").glob("*.ipynb"))
-    assert [p.name for p in copies] == [p.name for p in originals] and len(copies) == 10
+    assert [p.name for p in copies] == [p.name for p in originals] and len(copies) == 11
     assert not (out / "notebooks" / "solutions").exists() and (out / "configs" / "sft-chat.yaml").is_file()
     assert any(c["outputs"] for c in json.loads(originals[5].read_text())["cells"] if c["cell_type"] == "code")
     for original, copy in zip(originals, copies):

@@ -17,7 +17,7 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
-REFRESHED = ("04_chat_samples", "05_sft", "07_lora", "08_dpo", "09_evaluate")  # refreshed with finished bars
+REFRESHED = ("04_chat_samples", "05_sft", "07_lora", "08_dpo", "09_evaluate", "10_pad_eos")  # refreshed with finished bars
 BAR = re.compile(r"(\d+)%\|")
 
 

@@ -1,4 +1,4 @@
-"""Notebooks 05, 06, 08 and 09 under the ``tiny`` profile: the hub-gpu control flow (base model without a chat
+"""Notebooks 05, 06, 08, 09 and 10 under the ``tiny`` profile: the hub-gpu control flow (base model without a chat
 template, full fine-tuning, saving, chatting with the result, DPO on 05's model, evaluating both) on random-weight
 models of a few MB, on every CI run.
 
@@ -92,6 +92,17 @@ def test_notebooks_08_and_09_run_on_the_tiny_05_model(tiny_course, monkeypatch):
     assert re.search(r"replies read back \(asked before, by notebooks 05 and 08\): (\d+) of \1 held-out, "
                      r"0 of \d+ MT-Bench", text_09)
     assert len(re.findall(r"replies read back (\d+) of \1\n", text_09)) == 2  # both models' short answers
+
+
+@pytest.mark.slow
+def test_notebook_10_runs_under_the_tiny_profile(tiny_course, monkeypatch):
+    """The pad = eos experiment on the tiny profile's instruct model: two fine-tunes and every measure."""
+    notebooks, _ = tiny_course
+    monkeypatch.setenv("FTLIB_PROFILE", "tiny")
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    text = _execute(notebooks, "10_pad_eos.ipynb")
+    assert "profile tiny: the instruct model 'tiny-instruct'" in text
+    assert re.search(r"labels that differ over the whole set: (\d+) \(one per sample, \1 samples\)", text)
 
 
 @pytest.mark.slow
