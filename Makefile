@@ -41,15 +41,20 @@ unit: assets
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile tests/
 
 # Committed outputs come from an unpinned 2-thread run on an AVX-512-BF16 CPU; under nbval the kernels are pinned to
-# AVX2 on one thread, so a checked cell that depends on the last bits fails here, not on a learner's machine. 05 is
-# the exception (pinned it trains in fp32, too long for CI): `make notebooks PIN_05=1` pins it too. x86-64 only.
+# AVX2 on one thread, so a checked cell that depends on the last bits fails here, not on a learner's machine. The
+# notebooks that train (NB_TRAINING) are the exception: pinned they train in fp32, 1.3-1.5x as long, too long for
+# CI. `make notebooks PIN_TRAINING=1` pins them too: do that after changing one of them. x86-64 only.
 # Measurements behind these choices: docs/benchmarks.md, "How make test is shaped".
 PIN_ISA := $(if $(filter x86_64 amd64,$(shell uname -m)),ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
-PIN_05  ?=
+NB_TRAINING := 05_sft 08_dpo 10_pad_eos
+PIN_TRAINING ?=
 NB_LOGS := $(VENV)/test-logs
 # A job's output shows when it ends; its log stays in $(NB_LOGS)/.
 PYTEST  := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=5
 RUN_NB   = OMP_NUM_THREADS=1 $(PIN_ISA) $(PYTEST) $(NBVAL)
+# $(call run_nb,NAME): notebooks/NAME.ipynb under nbval on one thread, pinned unless it trains (PIN_TRAINING=1: all)
+run_nb = OMP_NUM_THREADS=1 $(if $(filter $(1),$(NB_TRAINING)),$(if $(PIN_TRAINING),$(PIN_ISA)),$(PIN_ISA)) \
+	$(PYTEST) $(NBVAL) notebooks/$(1).ipynb
 
 # `make test` is a queue of one-thread jobs on two slots (make -j2): more threads per job stall each other. Every
 # notebook in notebooks/ is a job of its own (found by wildcard: a new one cannot go untested), except the chain
@@ -92,18 +97,18 @@ endef
 nb-chain: assets
 	@mkdir -p $(IPY_CHAIN)/profile_default/startup && cp tools/two_threads_when_alone.py $(IPY_CHAIN)/profile_default/startup/
 	$(call job,$@,export $(CHAIN_ENV); \
-	    { OMP_NUM_THREADS=1 $(if $(PIN_05),$(PIN_ISA)) $(PYTEST) $(NBVAL) notebooks/$(word 1,$(NB_CHAIN)).ipynb \
+	    { $(call run_nb,$(word 1,$(NB_CHAIN))) \
 	    && echo ok >$(STAMP_05) || { echo failed >$(STAMP_05); false; }; } \
-	    && $(RUN_NB) $(addprefix notebooks/,$(addsuffix .ipynb,$(wordlist 2,9,$(NB_CHAIN)))))
+	    $(foreach nb,$(wordlist 2,9,$(NB_CHAIN)),&& $(call run_nb,$(nb))))
 
 # With WAIT_05=1 (as `make test` sets it) 06 first waits for the chain's 05 to end, and fails at once if it failed.
 $(LAST): nb-%: assets
 	$(if $(WAIT_05),@until [ -s $(STAMP_05) ]; do sleep 5; done; \
 	    [ "$$(cat $(STAMP_05))" = ok ] || { echo "== $@: not run: notebook 05 failed and 06 needs its model"; exit 1; })
-	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb; r=$$?; touch $(STAMP_ALONE); (exit $$r))
+	$(call job,$@,$(call run_nb,$*); r=$$?; touch $(STAMP_ALONE); (exit $$r))
 
 $(filter-out $(LAST),$(addprefix nb-,$(NB_SOLO))): nb-%: assets
-	$(call job,$@,$(RUN_NB) notebooks/$*.ipynb)
+	$(call job,$@,$(call run_nb,$*))
 
 nb-solutions: assets
 	$(call job,$@,$(RUN_NB) notebooks/solutions/)

@@ -9,8 +9,8 @@ learns at once whether the answer works and, if not, what is wrong in one senten
 
 The framework is in ``core`` (``@register``, ``call``); the checks live in one module per few notebooks (``nb00_02``,
 ``nb03_04``, ``nb05_06``, ``nb07_09``, ``nb10``; what they share is in ``shared``), imported below so that each
-registers its checks. A check must be deterministic and cheap (a tokenizer or a tiny model, never training), so the
-same verdict prints on any machine.
+registers its checks. A check must be deterministic and cheap (a tokenizer or a tiny model; 10.3 trains one for
+about a second), so the same verdict prints on any machine.
 """
 from __future__ import annotations
 
