@@ -27,7 +27,9 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import torch
+import transformers
 
+from ftlib import generation, sampling, stopping
 from ftlib.generation import Generation
 from ftlib.stopping import default_stop_token_ids
 
@@ -51,14 +53,8 @@ def model_key(model: torch.nn.Module) -> str:
 @functools.cache
 def _code_key() -> list[str]:
     """What generates a reply besides the weights: torch, transformers and ftlib's generation code."""
-    import transformers
-
-    import ftlib.generation
-    import ftlib.sampling
-    import ftlib.stopping
-
     sources = hashlib.sha256()
-    for module in (ftlib.generation, ftlib.sampling, ftlib.stopping):
+    for module in (generation, sampling, stopping):
         sources.update(Path(module.__file__).read_bytes())
     return [torch.__version__, transformers.__version__, sources.hexdigest()[:16]]
 

@@ -23,10 +23,15 @@ pytestmark = pytest.mark.slow  # the unit-slow job of `make test` (subprocesses,
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_notebooks_05_and_06_run_under_the_tiny_profile(tiny_course, monkeypatch):
-    notebooks, executed_05 = tiny_course  # 05 executed under the tiny profile (tests/conftest.py)
+def _tiny_kernels(monkeypatch) -> None:
+    """Kernels started from here run the tiny profile and import this checkout's ftlib."""
     monkeypatch.setenv("FTLIB_PROFILE", "tiny")
     monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def test_notebooks_05_and_06_run_under_the_tiny_profile(tiny_course, monkeypatch):
+    notebooks, executed_05 = tiny_course  # 05 executed under the tiny profile (tests/conftest.py)
+    _tiny_kernels(monkeypatch)
     executed_06 = nbformat.read(notebooks / "06_chat.ipynb", as_version=4)
     NotebookClient(executed_06, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(notebooks)}}).execute()
@@ -54,9 +59,8 @@ def test_notebook_05_with_train_false_loads_what_make_prepare_made(tmp_path, mon
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     (tmp_path / "configs").symlink_to(REPO / "configs")
-    monkeypatch.setenv("FTLIB_PROFILE", "tiny")
+    _tiny_kernels(monkeypatch)
     monkeypatch.setenv("FTLIB_TRAIN", "0")
-    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     subprocess.run([sys.executable, "-m", "ftlib.sft", "--config", "../configs/sft-chat.yaml"], cwd=notebooks,
                    check=True, capture_output=True)
     nb = nbformat.read(REPO / "notebooks" / "05_sft.ipynb", as_version=4)
@@ -78,8 +82,7 @@ def test_notebooks_08_and_09_run_on_the_tiny_05_model(tiny_course, monkeypatch):
     """One model through the course: 08 starts from the model 05 saved for the active profile and saves its own;
     09 evaluates both. Neither falls back to another model."""
     notebooks, _ = tiny_course
-    monkeypatch.setenv("FTLIB_PROFILE", "tiny")
-    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    _tiny_kernels(monkeypatch)
     text_08 = _execute(notebooks, "08_dpo.ipynb")
     assert "notebook 05's model loaded from outputs/sft-chat-tiny/final" in text_08
     # 05's replies are read back, not generated again: the saved model is the one 05 asked (ftlib.reply_cache)
@@ -98,8 +101,7 @@ def test_notebooks_08_and_09_run_on_the_tiny_05_model(tiny_course, monkeypatch):
 def test_notebook_10_runs_under_the_tiny_profile(tiny_course, monkeypatch):
     """The pad = eos experiment on the tiny profile's instruct model: two fine-tunes and every measure."""
     notebooks, _ = tiny_course
-    monkeypatch.setenv("FTLIB_PROFILE", "tiny")
-    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    _tiny_kernels(monkeypatch)
     text = _execute(notebooks, "10_pad_eos.ipynb")
     assert "profile tiny: the instruct model 'tiny-instruct'" in text
     assert re.search(r"labels that differ over the whole set: (\d+) \(one per sample, \1 samples\)", text)
@@ -117,8 +119,7 @@ def test_without_05_s_model_08_and_09_say_how_to_make_it(tmp_path, monkeypatch, 
     nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
     setup = next(i for i, c in enumerate(nb.cells) if "FileNotFoundError" in c.source)
     nb.cells = nb.cells[:setup + 1]  # up to the set-up cell that looks for 05's model
-    monkeypatch.setenv("FTLIB_PROFILE", "tiny")
-    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    _tiny_kernels(monkeypatch)
     with pytest.raises(CellExecutionError) as error:
         NotebookClient(nb, timeout=120, kernel_name="python3",
                        resources={"metadata": {"path": str(notebooks)}}).execute()
