@@ -9,8 +9,9 @@ is unchanged: autocast's cast and ours are the same round-to-nearest, so the mat
 
 The fp32 values are kept and put back for anything that reads the weights as the model's own (checkpoints, the
 merge of LoRA adapters, the end of training), so a run saves exactly what it saves today. Embeddings and the LM
-head are left alone: they are often one tied tensor, and the embedding's lookup is not a matmul (ftlib.loss casts
-a frozen head once per step already).
+head keep their fp32 tensors: they are often one tied tensor, and the embedding's lookup is not a matmul. A frozen
+head's bf16 copy is made once too, but only lent to ``ftlib.loss`` (``loss.lend_head_cast``), which applies the
+head itself to the trained rows; without it the loss cast the 168M-value head of Gemma-3 again in every step.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ftlib.loss import causal_lm
+from ftlib.loss import causal_lm, lend_head_cast
 
 
 class FrozenCast:
@@ -33,18 +34,25 @@ class FrozenCast:
                         and id(m.weight) not in skip]
         self.master = [w.data for w in self.weights]
         self.low = [w.data.to(dtype) for w in self.weights]
+        head = getattr(causal_lm(model), "get_output_embeddings", lambda: None)()
+        frozen_head = head is not None and not head.weight.requires_grad and head.weight.dtype == torch.float32
+        self.head = (head.weight, head.weight.data.to(dtype)) if frozen_head else None
         self.active = False
 
     def cast(self) -> None:
         """Point every frozen weight at its low-precision copy (no copying: the copies were made once)."""
         for w, low in zip(self.weights, self.low):
             w.data = low
+        if self.head:
+            lend_head_cast(*self.head)
         self.active = True
 
     def restore(self) -> None:
         """Point every frozen weight back at its original fp32 tensor."""
         for w, master in zip(self.weights, self.master):
             w.data = master
+        if self.head:
+            lend_head_cast(self.head[0], None)
         self.active = False
 
     @contextlib.contextmanager

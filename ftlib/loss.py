@@ -37,6 +37,25 @@ CHUNK_ELEMENTS = 2 ** 28  # logits per chunk: 1 GiB in fp32 (1024 rows of Gemma-
 FROZEN_CHUNK_ELEMENTS = 2 ** 25  # 128 MiB of fp32 logits (128 rows of Gemma-3)
 
 _warned: set[str] = set()
+# id(head weight) -> (that weight, its copy in the compute dtype), lent by ftlib.frozen for the length of a run
+_head_casts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def lend_head_cast(weight: torch.Tensor, low: torch.Tensor | None) -> None:
+    """Let ``_FrozenHeadLoss`` use ``low`` (``weight`` already cast to the compute dtype) instead of casting the
+    frozen head in every step; ``None`` takes it back. The caller promises ``weight`` does not change meanwhile."""
+    if low is None:
+        _head_casts.pop(id(weight), None)
+    else:
+        _head_casts[id(weight)] = (weight, low)
+
+
+def _in_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight.to(dtype)``: the lent copy when there is one (the same round-to-nearest, made once)."""
+    lent = _head_casts.get(id(weight))
+    if lent is not None and lent[0] is weight and lent[1].dtype == dtype:
+        return lent[1]
+    return weight.to(dtype)
 
 
 def _unwrapped(model) -> list:
@@ -166,7 +185,7 @@ class _FrozenHeadLoss(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
         losses, grads = [], []
         with torch.autocast(device, enabled=False):
-            w = weight.to(dtype)  # one cast for all chunks (autocast would recast the frozen weight every call)
+            w = _in_dtype(weight, dtype)  # one cast for all chunks (autocast would recast it every call)
             for h, t in zip(hidden.split(size), targets.split(size)):
                 z = F.linear(h.to(dtype), w)
                 if cap is not None:

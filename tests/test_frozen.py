@@ -3,6 +3,7 @@ fp32 weights in checkpoints and after training, and nothing changed where nothin
 import torch
 from safetensors.torch import load_file
 
+from ftlib import loss
 from ftlib.checkpoint import latest_checkpoint
 from ftlib.frozen import FrozenCast, frozen_in_dtype
 from ftlib.lora import add_lora
@@ -59,8 +60,13 @@ def test_only_frozen_linears_are_cast_embeddings_and_head_stay_fp32():
     dtypes = {n: p.dtype for n, p in model.named_parameters()}
     assert all(dtypes[n] == torch.bfloat16 for n in names)
     assert all(d == torch.float32 for n, d in dtypes.items() if n not in names)  # adapters, norms, tied embedding
+    # the tied head keeps its fp32 tensor (the embedding lookup reads it) but lends the loss a bf16 copy made once
+    head = model.get_output_embeddings().weight
+    lent = loss._in_dtype(head, torch.bfloat16)
+    assert lent is frozen.head[1] and lent is loss._in_dtype(head, torch.bfloat16) and torch.equal(lent, head.to(lent))
     frozen.restore()
     assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert loss._in_dtype(head, torch.bfloat16) is not lent and not loss._head_casts  # taken back: cast per call
 
 
 def test_full_fine_tuning_and_fp32_runs_cast_nothing():
