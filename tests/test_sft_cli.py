@@ -102,6 +102,21 @@ def _run(args, env_extra=None):
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
 
 
+def _in_process(args) -> int:
+    """``python -m ftlib.sft ARGS`` in this process, on one thread like ``_run``'s: where the test compares runs, a
+    fresh interpreter adds seconds of imports and checks nothing more (the CLI's own process is tested above)."""
+    import torch
+
+    from ftlib.sft import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main([str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _losses(out):
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -147,8 +162,7 @@ def test_cli_trains_saves_records_its_config_and_resumes_only_the_same_run(tmp_p
 def one_process_losses(tmp_path_factory, tiny_dir):
     """The one-process run both torchrun tests compare with (the same for DDP and FSDP: run it once)."""
     one = tmp_path_factory.mktemp("one") / "one"
-    r1 = _run([sys.executable, "-m", "ftlib.sft", "--config", str(_cfg_file(tiny_dir, one)), "--batch-size", "4"])
-    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert _in_process(["--config", _cfg_file(tiny_dir, one), "--batch-size", "4"]) == 0
     return _losses(one)
 
 
@@ -226,8 +240,7 @@ def test_resume_in_the_second_epoch_gives_the_same_weights(tmp_path, tiny_dir, s
                                                                   "save_every": 6, "learning_rate": 1e-3,
                                                                   "progress": False})
     full, cut = tmp_path / "full", tmp_path / "cut"
-    r = _run([sys.executable, "-m", "ftlib.sft", "--config", str(configs["full"])])
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert _in_process(["--config", configs["full"]]) == 0
     epochs = [json.loads(line)["epoch"] for line in (full / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [0] * 4 + [1] * 4 + [2] * 2
     assert json.loads((full / "checkpoint-6" / "progress.json").read_text()) == {"step": 6, "epoch": 1, "batch": 2}
@@ -237,8 +250,7 @@ def test_resume_in_the_second_epoch_gives_the_same_weights(tmp_path, tiny_dir, s
     else:
         shutil.copytree(full / "checkpoint-6", cut / "checkpoint-6")
         (cut / "latest").write_text("checkpoint-6")
-    r = _run([sys.executable, "-m", "ftlib.sft", "--config", str(configs["cut"]), "--resume"])
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert _in_process(["--config", configs["cut"], "--resume"]) == 0
     assert _losses(cut) == (_losses(full) if sigkill else _losses(full)[6:])  # the same batches, step by step
     a, b = load_file(str(full / "final" / "model.safetensors")), load_file(str(cut / "final" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
