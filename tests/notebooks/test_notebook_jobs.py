@@ -48,7 +48,8 @@ def test_torch_is_pinned_in_one_place():
 
 def test_the_chain_kernel_takes_a_second_thread_once_the_other_slot_is_done(tmp_path, monkeypatch):
     """tools/two_threads_when_alone.py, loaded as the chain's kernels load it (an IPython start-up file in a private
-    IPYTHONDIR): one thread until the stamp exists, two from the next cell on, and not a character of output."""
+    IPYTHONDIR): one thread until the stamp exists, two soon after - inside the cell that is running then - and not
+    a character of output."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -59,10 +60,14 @@ def test_the_chain_kernel_takes_a_second_thread_once_the_other_slot_is_done(tmp_
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("FTLIB_ALONE_STAMP", str(stamp))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cells = ["import torch\nprint(torch.get_num_threads())",
-             f"open({str(stamp)!r}, 'w').close()\nprint(torch.get_num_threads())",  # the hook ran before this cell
-             "print(torch.get_num_threads())", "x = 1"]
+    long_cell = ("import time\nseen = [torch.get_num_threads()]\n"
+                 f"open({str(stamp)!r}, 'w').close()\n"
+                 "deadline = time.monotonic() + 20\n"
+                 "while torch.get_num_threads() < 2 and time.monotonic() < deadline:\n"
+                 "    sum(range(10_000))  # busy in Python, as a long cell is: no new cell starts meanwhile\n"
+                 "print(seen[0], torch.get_num_threads())")
+    cells = ["import torch\nprint(torch.get_num_threads())", long_cell, "print(torch.get_num_threads())", "x = 1"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     printed = [[o.get("text", "") for o in c.outputs] for c in nb.cells]
-    assert printed == [["1\n"], ["1\n"], ["2\n"], []]
+    assert printed == [["1\n"], ["1 2\n"], ["2\n"], []]  # switched inside the cell that made the stamp
