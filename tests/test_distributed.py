@@ -4,6 +4,7 @@ FSDP2 also checks the sharded save/load paths: checkpoints gathered from the sha
 checkpoint, a sharded run resumes exactly, and ``save_finetuned`` writes a directory ``from_pretrained`` loads."""
 import json
 import os
+import shutil
 import socket
 from unittest import mock
 
@@ -40,7 +41,7 @@ def _collate(rows):
     return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
 
 
-def _run(rank, world, port, out, fsdp=False, tag=None, steps=4, resume=False, schedule="cosine"):
+def _run(rank, world, port, out, fsdp=False, tag=None, steps=4, resume=False, schedule="cosine", save_every=0):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -53,7 +54,7 @@ def _run(rank, world, port, out, fsdp=False, tag=None, steps=4, resume=False, sc
     assert is_sharded(model) == (fsdp and world > 1)
     config = TrainConfig(output_dir=f"{out}/run-{tag}", max_steps=steps, learning_rate=3e-3, schedule=schedule,
                          progress=False, bf16=False,  # fp32: N processes must equal one to float rounding
-                         resume_force=resume)  # resuming extends max_steps: forced
+                         resume_force=resume, save_every=save_every)
     result = train(model, loader, config)
     if fsdp:
         save_finetuned(model, load_tokenizer("instruct"), f"{out}/final-{tag}")
@@ -90,7 +91,7 @@ def test_fsdp_two_processes_match_one_and_save_and_resume(tmp_path):
     with mock.patch.dict(os.environ):
         # the reference: one process, batch 4; a constant learning rate, so that a 2-step run is the start of it
         _run(0, 1, _free_port(), tmp_path, tag="one", schedule="constant")
-    mp.spawn(_run, args=(2, _free_port(), str(tmp_path), True, "fsdp", 4, False, "constant"), nprocs=2, join=True)
+    mp.spawn(_run, args=(2, _free_port(), str(tmp_path), True, "fsdp", 4, False, "constant", 2), nprocs=2, join=True)
     assert _losses(tmp_path, "fsdp") == pytest.approx(_losses(tmp_path, "one"), abs=1e-5)
     # the checkpoint gathered from the two shards holds the one-process weights
     ref, got = tiny_llama(vocab_size=VOCAB, seed=1), tiny_llama(vocab_size=VOCAB, seed=2)
@@ -103,7 +104,9 @@ def test_fsdp_two_processes_match_one_and_save_and_resume(tmp_path):
         assert not torch.allclose(want, fresh[name]) or "norm" in name, f"{name} was not trained"
         torch.testing.assert_close(got.state_dict()[name], want, atol=1e-5, rtol=1e-4, msg=name)
         torch.testing.assert_close(plain.state_dict()[name], want, atol=1e-5, rtol=1e-4, msg=name)
-    # a sharded run stopped after 2 steps resumes (sharded) into the same last 2 losses
-    mp.spawn(_run, args=(2, _free_port(), str(tmp_path), True, "cut", 2, False, "constant"), nprocs=2, join=True)
+    # a sharded run stopped after 2 steps resumes (sharded) into the same last 2 losses: what such a run leaves is
+    # the checkpoint the run above wrote at step 2 (copied: a third pair of processes would test nothing more)
+    shutil.copytree(tmp_path / "run-fsdp" / "checkpoint-2", tmp_path / "run-cut" / "checkpoint-2")
+    (tmp_path / "run-cut" / "latest").write_text("checkpoint-2")
     mp.spawn(_run, args=(2, _free_port(), str(tmp_path), True, "cut", 4, True, "constant"), nprocs=2, join=True)
     assert _losses(tmp_path, "cut") == pytest.approx(_losses(tmp_path, "one")[2:], abs=1e-5)
